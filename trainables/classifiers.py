@@ -1,0 +1,149 @@
+"""Classifiers by name, and the step-budgeted training loop with early stopping.
+
+The budget is counted in optimisation steps, not epochs: a trial with 3x more (synthetic) images
+must not also get 3x more gradient steps, or its "gain" would just be longer training."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gans.base import DivergedError, Report
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    name: str = "cnn"
+    """Registry key (see CLASSIFIERS)."""
+    optimizer: str = "rmsprop"
+    """'rmsprop' (cardiac papers, lr 1e-4), 'sgd' (eye paper, lr 1e-3) or 'adam'."""
+    lr: float = 1e-3
+    """Learning rate."""
+    batch_size: int = 64
+    """Images per step."""
+    steps: int = 600
+    """Optimisation steps; the same for every trial whatever its synthetic ratio."""
+    eval_every: int = 50
+    """Steps between validation checks for early stopping."""
+    patience: int = 4
+    """Validation checks without improvement before stopping."""
+    width: float = 1.0
+    """Width multiplier of the network (1.0 = the paper's filter counts)."""
+    weight_decay: float = 0.0
+    """L2 penalty."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SmallCNN(nn.Module):
+    """The eye paper's "GMD" network: conv 256, 128 + pool; conv 128, 64, 32 + pool; dense 100, 60."""
+
+    def __init__(self, channels: int, num_classes: int, size: int, width: float = 1.0) -> None:
+        super().__init__()
+
+        def w(n: int) -> int:
+            return max(8, int(round(n * width)))
+
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(True)]
+
+        self.features = nn.Sequential(
+            *conv(channels, w(256)), *conv(w(256), w(128)), nn.MaxPool2d(2),
+            *conv(w(128), w(128)), *conv(w(128), w(64)), *conv(w(64), w(32)), nn.MaxPool2d(2),
+        )
+        flat = w(32) * (size // 4) ** 2
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, 100), nn.ReLU(True), nn.Dropout(0.3),
+            nn.Linear(100, 60), nn.ReLU(True), nn.Linear(60, num_classes),
+        )
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def build_cnn(channels: int, num_classes: int, size: int, cfg: ClassifierConfig) -> nn.Module:
+    return SmallCNN(channels, num_classes, size, cfg.width)
+
+
+CLASSIFIERS: dict[str, Callable[[int, int, int, ClassifierConfig], nn.Module]] = {
+    "cnn": build_cnn,
+}
+"""name -> build(channels, num_classes, image_size, cfg) -> nn.Module returning logits."""
+
+
+def make_optimizer(params, cfg: ClassifierConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use rmsprop, sgd or adam")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Class probabilities (N, num_classes)."""
+    model.eval()
+    return torch.cat([F.softmax(model(images[i : i + batch]), dim=1) for i in range(0, len(images), batch)])
+
+
+def fit_classifier(
+    cfg: ClassifierConfig,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    report: Report | None = None,
+) -> nn.Module:
+    """Train for at most cfg.steps steps, keep the weights with the lowest validation loss."""
+    device = train_images.device
+    torch.manual_seed(seed)
+    rng = torch.Generator(device).manual_seed(seed)
+    channels, size = train_images.shape[1], train_images.shape[-1]
+    model = CLASSIFIERS[cfg.name](channels, num_classes, size, cfg).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    best_loss, best_state, checks_without_gain = float("inf"), None, 0
+    n = len(train_images)
+    order, cursor = torch.randperm(n, generator=rng, device=device), 0
+    for step in range(1, cfg.steps + 1):
+        # --- Batch (reshuffle when an epoch is used up) ---
+        if cursor + cfg.batch_size > n:
+            order, cursor = torch.randperm(n, generator=rng, device=device), 0
+        idx = order[cursor : cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        x, y = train_images[idx], train_labels[idx]
+        if augment is not None:
+            x = augment(x, rng)
+        # --- Optimisation step ---
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if not torch.isfinite(loss):
+            raise DivergedError(f"classifier loss became {float(loss)} at step {step}; lower its lr")
+        # --- Early stopping on the fold's validation images ---
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val_loss = float(F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean"))
+            if report:
+                report(step, {"clf_train_loss": float(loss.detach()), "clf_val_loss": val_loss})
+            if val_loss < best_loss - 1e-4:
+                best_loss, best_state, checks_without_gain = val_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                checks_without_gain += 1
+                if checks_without_gain >= cfg.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model

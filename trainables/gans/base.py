@@ -1,0 +1,135 @@
+"""What every GAN family shares: its config, the trained result, and the loop's plumbing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+Report = Callable[[int, dict[str, float]], None]
+"""A training loop's progress callback: (step, flat float metrics). Loops import neither Ray
+nor MLflow; the trainable adapts this callback to them."""
+
+
+class DivergedError(RuntimeError):
+    """A GAN or classifier loss became NaN or infinite; the trial fails with this reason and the
+    search goes on."""
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    family: str = "dcgan"
+    """Registry key of the GAN family (see gantune.trainables.gans.GANS)."""
+    latent_dim: int = 100
+    """Length of the latent vector z."""
+    lr: float = 2e-4
+    """Adam learning rate of generator and discriminator (DCGAN paper: 2e-4)."""
+    beta1: float = 0.5
+    """Adam beta1 (DCGAN paper: 0.5)."""
+    batch_size: int = 64
+    """Real images per discriminator step (capped at the class size)."""
+    steps: int = 300
+    """Discriminator/generator update rounds per generator."""
+    width: int = 64
+    """Feature maps of the widest generator layer; the discriminator mirrors it."""
+    gamma: float = 0.5
+    """E-GAN: weight of the diversity fitness F_d against quality F_q (>= 0)."""
+    alpha: float = 0.2
+    """Mixup discriminator: lam ~ Beta(alpha, alpha) (> 0)."""
+    mixture_components: int = 0
+    """Gaussian-mixture latent with K components; 0 = plain N(0, I)."""
+    log_every: int = 50
+    """Report the running losses every this many steps."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LatentSampler(Protocol):
+    def __call__(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor: ...
+
+
+def normal_latent(latent_dim: int) -> LatentSampler:
+    def sample(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        return torch.randn(n, latent_dim, generator=generator, device=device)
+
+    return sample
+
+
+@dataclass
+class TrainedGAN:
+    """A trained generator with its discriminator (for score filtering) and latent sampler."""
+
+    config: GANConfig
+    generator: nn.Module
+    discriminator: nn.Module
+    latent: LatentSampler
+    image_shape: tuple[int, int, int]
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, batch: int = 256) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W), reproducible from `seed`."""
+        device = next(self.generator.parameters()).device
+        rng = torch.Generator(device).manual_seed(seed)
+        self.generator.eval()
+        chunks = [
+            self.generator(self.latent(min(batch, n - i), rng, device)) for i in range(0, n, batch)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape, device=device)
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's probability that each image is real, (n,)."""
+        self.discriminator.eval()
+        return torch.sigmoid(self.discriminator(images).reshape(len(images), -1).mean(dim=1))
+
+    def state(self) -> dict:
+        """A checkpoint: state_dicts, shapes and config; never a pickled module."""
+        return {
+            "config": self.config.to_dict(),
+            "image_shape": list(self.image_shape),
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+        }
+
+
+def check_finite(step: int, **losses: torch.Tensor) -> None:
+    for name, value in losses.items():
+        v = float(value.detach())
+        if not math.isfinite(v):
+            raise DivergedError(f"{name} became {v} at step {step}; lower the learning rate")
+
+
+def real_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """Endless shuffled batches drawn on the images' device (no DataLoader, no host copies)."""
+    n = len(images)
+    batch_size = min(batch_size, n)
+    while True:
+        order = torch.randperm(n, generator=generator, device=generator.device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield images[order[start : start + batch_size]]
+
+
+class RunningMeans:
+    """Accumulates per-step losses and flushes their means into a history every report."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.history: dict[str, list[float]] = {}
+
+    def add(self, **values: torch.Tensor | float) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def flush(self) -> dict[str, float]:
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        for k, v in means.items():
+            self.history.setdefault(k, []).append(v)
+        self.sums, self.count = {}, 0
+        return means
