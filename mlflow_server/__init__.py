@@ -1,0 +1,37 @@
+"""Starting an MLflow tracking server for gantune: SQLite by default, PostgreSQL + S3 for teams."""
+
+from gantune.mlflow_server.cli import add_server_arguments, config_from_args, server_main
+from gantune.mlflow_server.server import (
+    AdminCredentials,
+    ServerConfig,
+    ServerError,
+    TrackingUnreachableError,
+    build_command,
+    build_env,
+    check_tracking_reachable,
+    load_credentials,
+    resolve,
+    server_url,
+    start_server,
+    stop_server,
+    wait_for_health,
+)
+
+__all__ = [
+    "AdminCredentials",
+    "ServerConfig",
+    "ServerError",
+    "TrackingUnreachableError",
+    "add_server_arguments",
+    "build_command",
+    "build_env",
+    "check_tracking_reachable",
+    "config_from_args",
+    "load_credentials",
+    "resolve",
+    "server_main",
+    "server_url",
+    "start_server",
+    "stop_server",
+    "wait_for_health",
+]

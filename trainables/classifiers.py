@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai.networks.nets import resnet50
+
 from .gans.base import DivergedError, Report
+from .xception import Xception
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ClassifierConfig:
     """Width multiplier of the network (1.0 = the paper's filter counts)."""
     weight_decay: float = 0.0
     """L2 penalty."""
+    middle_repeats: int = 8
+    """Xception: repeats of the middle-flow block (paper: 8); fewer for CPU runs and tests."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +76,27 @@ def build_cnn(channels: int, num_classes: int, size: int, cfg: ClassifierConfig)
     return SmallCNN(channels, num_classes, size, cfg.width)
 
 
+def build_resnet50(channels: int, num_classes: int, size: int, cfg: ClassifierConfig) -> nn.Module:
+    """MONAI's 2D ResNet-50, randomly initialised (nothing is downloaded). MONAI's stem keeps
+    stride 1 before its max-pool, so 28 px inputs end at 2 px and 80 px at 5 px instead of
+    vanishing; `width` becomes MONAI's widen_factor (1.0 = 64..512 bottleneck planes)."""
+    if int(64 * cfg.width) < 1:
+        raise ValueError(f"classifier 'width' must be >= 1/64 for resnet50, got {cfg.width}")
+    del size  # global average pooling: any input size >= 16 px works
+    return resnet50(
+        pretrained=False, spatial_dims=2, n_input_channels=channels, num_classes=num_classes,
+        widen_factor=cfg.width,
+    )
+
+
+def build_xception(channels: int, num_classes: int, size: int, cfg: ClassifierConfig) -> nn.Module:
+    return Xception(channels, num_classes, size, cfg.width, cfg.middle_repeats)
+
+
 CLASSIFIERS: dict[str, Callable[[int, int, int, ClassifierConfig], nn.Module]] = {
     "cnn": build_cnn,
+    "resnet50": build_resnet50,
+    "xception": build_xception,
 }
 """name -> build(channels, num_classes, image_size, cfg) -> nn.Module returning logits."""
 

@@ -40,7 +40,13 @@ class GANConfig:
     alpha: float = 0.2
     """Mixup discriminator: lam ~ Beta(alpha, alpha) (> 0)."""
     mixture_components: int = 0
-    """Gaussian-mixture latent with K components; 0 = plain N(0, I)."""
+    """DAE-GAN: Gaussian-mixture latent with K components (means and stds fixed, drawn from the
+    seed); 0 = plain N(0, I). The paper does not give K; the other families ignore it."""
+    mutations: str = "minimax,heuristic,least_squares"
+    """E-GAN / DAE-GAN: comma-separated generator mutations, one child each per iteration
+    (names in gantune.trainables.gans.egan.MUTATIONS)."""
+    d_steps: int = 1
+    """E-GAN / DAE-GAN: discriminator updates per evolution iteration (n_D of Wang et al.)."""
     log_every: int = 50
     """Report the running losses every this many steps."""
 
@@ -94,6 +100,8 @@ class TrainedGAN:
             "image_shape": list(self.image_shape),
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
+            # A mixture latent's fixed means/stds are part of the model; N(0, I) has no state.
+            "latent": self.latent.state_dict() if isinstance(self.latent, nn.Module) else {},
         }
 
 
@@ -112,6 +120,11 @@ def real_batches(images: torch.Tensor, batch_size: int, generator: torch.Generat
         order = torch.randperm(n, generator=generator, device=generator.device)
         for start in range(0, n - batch_size + 1, batch_size):
             yield images[order[start : start + batch_size]]
+
+
+def report_due(step: int, cfg: GANConfig) -> bool:
+    """Whether a loop reports at this step: every cfg.log_every steps and at the last one."""
+    return step % cfg.log_every == 0 or step == cfg.steps
 
 
 class RunningMeans:

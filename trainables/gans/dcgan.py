@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import GANConfig, Report, RunningMeans, TrainedGAN, check_finite, normal_latent, real_batches
+from .base import (
+    GANConfig,
+    Report,
+    RunningMeans,
+    TrainedGAN,
+    check_finite,
+    normal_latent,
+    real_batches,
+    report_due,
+)
 from .nets import DCGANDiscriminator, DCGANGenerator
 
 
@@ -60,7 +69,7 @@ def fit_dcgan(
         opt_g.step()
         check_finite(step, loss_d=loss_d, loss_g=loss_g)
         means.add(loss_d=loss_d.detach(), loss_g=loss_g.detach())
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if report_due(step, cfg):
             flushed = means.flush()
             if report:
                 report(step, flushed)

@@ -1,0 +1,285 @@
+"""Start an MLflow tracking server: SQLite + local artifacts by default, PostgreSQL + S3 for teams.
+
+The server is MLflow's own `mlflow server` command run as a child process; this module only
+resolves a `ServerConfig` into that command and its environment, so every option keeps MLflow's
+meaning. Secrets (the basic-auth admin password, the Flask secret key) travel in the child's
+environment and are never written to disk or printed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Mapping
+
+USER_ENV = "GANTUNE_MLFLOW_ADMIN_USER"
+PASSWORD_ENV = "GANTUNE_MLFLOW_ADMIN_PASSWORD"
+
+# MLflow refuses shorter passwords (mlflow.utils.validation._validate_password) and rejects the
+# password that old releases shipped in basic_auth.ini (GHSA-gq3w-7jj3-x7gr); checking both here
+# turns a worker crash inside `mlflow server` into an error that names our flag or variable.
+MIN_PASSWORD_LENGTH = 12
+LEGACY_DEFAULT_PASSWORD = "password1234"
+AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+
+class ServerError(RuntimeError):
+    """A server that cannot be configured or started; the message names the flag, file or variable."""
+
+
+class TrackingUnreachableError(ServerError):
+    """An http(s) tracking URI with no MLflow server answering behind it."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run `mlflow server`; option names follow MLflow's own CLI."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind (--host). Loopback by default; 0.0.0.0 only behind auth or a firewall."""
+    port: int = 5000
+    """TCP port to listen on (--port)."""
+    backend_store_uri: str | None = None
+    """Runs/params/metrics store (--backend-store-uri): sqlite:///..., postgresql://user@host/db.
+    None means `mlflow.db` in `workdir`, the same file the gantune commands default to."""
+    artifacts_destination: str | None = None
+    """Where proxied artifacts land (--artifacts-destination): a local path or s3://bucket/prefix.
+    None means `mlartifacts/` in `workdir`."""
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint for an s3:// destination, e.g. http://minio:9000 (MLFLOW_S3_ENDPOINT_URL)."""
+    allowed_hosts: str | None = None
+    """Comma-separated Host headers the server accepts (--allowed-hosts); None keeps MLflow's
+    default (localhost and private IPs)."""
+    workers: int = 4
+    """Server worker processes (--workers), MLflow's default."""
+    auth: bool = False
+    """Run MLflow's basic-auth app (--app-name basic-auth)."""
+    auth_credentials_file: Path | None = None
+    """File with GANTUNE_MLFLOW_ADMIN_USER=... and GANTUNE_MLFLOW_ADMIN_PASSWORD=... lines; when
+    None the two environment variables are read instead."""
+    auth_database_uri: str | None = None
+    """Database of users and permissions; None means `basic_auth.db` (SQLite) in `workdir`."""
+    auth_default_permission: str = "READ"
+    """Permission of authenticated users on resources nobody granted them (MLflow's default)."""
+    workdir: Path = Path(".")
+    """Directory for the default SQLite stores, artifacts and the auth ini."""
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    """The basic-auth admin account created on the first start against an empty user store."""
+
+    username: str
+    """Admin user name."""
+    password: str = ""
+    """Admin password; kept out of repr so it never reaches a log line."""
+
+    def __repr__(self) -> str:
+        return f"AdminCredentials(username={self.username!r}, password=***)"
+
+
+def resolve(cfg: ServerConfig) -> ServerConfig:
+    """Fill the defaults that live in `workdir` and check the options that depend on each other."""
+    workdir = cfg.workdir.resolve()
+    if not 0 < cfg.port < 65536:
+        raise ServerError(f"--port must be in 1..65535, got {cfg.port}")
+    if cfg.workers < 1:
+        raise ServerError(f"--workers must be >= 1, got {cfg.workers}")
+    if cfg.auth_default_permission not in AUTH_PERMISSIONS:
+        raise ServerError(
+            f"auth default permission must be one of {AUTH_PERMISSIONS}, got {cfg.auth_default_permission!r}"
+        )
+    destination = cfg.artifacts_destination or str(workdir / "mlartifacts")
+    if cfg.s3_endpoint_url and not destination.startswith("s3://"):
+        raise ServerError(
+            f"--s3-endpoint-url only applies to an s3:// --artifacts-destination, got {destination!r}"
+        )
+    if cfg.auth_credentials_file is not None and not cfg.auth:
+        raise ServerError("--auth-credentials-file needs --auth")
+    return replace(
+        cfg,
+        workdir=workdir,
+        backend_store_uri=cfg.backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}",
+        artifacts_destination=destination,
+        auth_database_uri=cfg.auth_database_uri or f"sqlite:///{workdir / 'basic_auth.db'}",
+    )
+
+
+def read_credentials_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (a docker/k8s env file); blank lines and `#` comments are skipped."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ServerError(f"--auth-credentials-file {path}: cannot read it ({e.strerror})") from e
+    values = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ServerError(f"{path}:{lineno}: expected KEY=VALUE, got a line without '='")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_credentials(cfg: ServerConfig, environ: Mapping[str, str] = os.environ) -> AdminCredentials:
+    """Admin credentials from `cfg.auth_credentials_file`, else from the environment; never a default."""
+    if cfg.auth_credentials_file is not None:
+        source, values = str(cfg.auth_credentials_file), read_credentials_file(cfg.auth_credentials_file)
+    else:
+        source, values = "the environment", environ
+    username, password = values.get(USER_ENV, ""), values.get(PASSWORD_ENV, "")
+    if not username or not password:
+        missing = [k for k, v in ((USER_ENV, username), (PASSWORD_ENV, password)) if not v]
+        raise ServerError(
+            f"--auth needs admin credentials, but {source} does not set {' or '.join(missing)}. "
+            f"Set {USER_ENV} and {PASSWORD_ENV} (environment or --auth-credentials-file); "
+            "gantune never starts basic auth with a default password."
+        )
+    if password == LEGACY_DEFAULT_PASSWORD:
+        raise ServerError(f"{PASSWORD_ENV} in {source} is MLflow's old public default password; choose another")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ServerError(f"{PASSWORD_ENV} in {source} must be at least {MIN_PASSWORD_LENGTH} characters")
+    return AdminCredentials(username, password)
+
+
+def write_auth_ini(cfg: ServerConfig, username: str) -> Path:
+    """The file MLFLOW_AUTH_CONFIG_PATH points at; it holds no password (that goes in the env)."""
+    parser = configparser.ConfigParser()
+    parser["mlflow"] = {
+        "default_permission": cfg.auth_default_permission,
+        "database_uri": str(cfg.auth_database_uri),
+        "admin_username": username,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access": "false",
+    }
+    path = cfg.workdir / "mlflow_auth.ini"
+    with path.open("w") as f:
+        parser.write(f)
+    return path
+
+
+def build_command(cfg: ServerConfig) -> list[str]:
+    """The `mlflow server` argv for a resolved config (see `resolve`)."""
+    mlflow_exe = Path(sys.executable).with_name("mlflow")
+    cmd = [
+        str(mlflow_exe), "server",
+        "--host", cfg.host,
+        "--port", str(cfg.port),
+        "--workers", str(cfg.workers),
+        "--backend-store-uri", str(cfg.backend_store_uri),
+        "--serve-artifacts",
+        "--artifacts-destination", str(cfg.artifacts_destination),
+    ]  # fmt: skip
+    if cfg.allowed_hosts:
+        cmd += ["--allowed-hosts", cfg.allowed_hosts]
+    if cfg.auth:
+        cmd += ["--app-name", "basic-auth"]
+    return cmd
+
+
+def build_env(
+    cfg: ServerConfig, credentials: AdminCredentials | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The child's environment: the caller's, plus S3 endpoint and basic-auth settings."""
+    env = dict(environ)
+    if cfg.s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = cfg.s3_endpoint_url
+    if cfg.auth:
+        assert credentials is not None, "auth needs credentials (load_credentials)"
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_ini(cfg, credentials.username))
+        # MLflow reads these env vars before the ini, so a stale value from the caller's
+        # environment can never override what gantune resolved.
+        env["MLFLOW_AUTH_ADMIN_USERNAME"] = credentials.username
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = credentials.password
+        # CSRF needs one static key across workers; a per-start random key suffices for one
+        # server, several replicas must share MLFLOW_FLASK_SERVER_SECRET_KEY.
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+    return env
+
+
+def server_url(cfg: ServerConfig) -> str:
+    """The URL clients on this machine use; a wildcard bind is reached through loopback."""
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    return f"http://{host}:{cfg.port}"
+
+
+def start_server(cfg: ServerConfig, log: IO | None = None) -> subprocess.Popen:
+    """Start `mlflow server` in its own process group (stop it with `stop_server`).
+
+    `cfg` must be resolved; `log` receives the server's stdout and stderr (None: inherit).
+    """
+    credentials = load_credentials(cfg) if cfg.auth else None
+    env = build_env(cfg, credentials)
+    return subprocess.Popen(
+        build_command(cfg), env=env, cwd=cfg.workdir, stdout=log, stderr=subprocess.STDOUT if log else None,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """Terminate the server's process group (uvicorn workers included); kill it if it lingers."""
+    if proc.poll() is None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    return proc.wait()
+
+
+def _get_health(url: str, timeout: float) -> None:
+    """GET {url}/health; raises URLError/HTTPError/OSError when the server does not answer OK."""
+    with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+        if resp.status != 200:
+            raise urllib.error.HTTPError(resp.url, resp.status, "health check failed", resp.headers, None)
+
+
+def wait_for_health(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll GET {url}/health until it answers 200; fail early if `proc` (the server) exits."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"mlflow server exited with code {proc.returncode} before {url}/health answered")
+        try:
+            _get_health(url, timeout=2.0)
+            return
+        except (urllib.error.URLError, OSError) as e:
+            last_error = e
+        time.sleep(0.25)
+    raise ServerError(f"MLflow server at {url} did not answer /health within {timeout:.0f}s: {last_error}")
+
+
+def check_tracking_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingUnreachableError unless an http(s) tracking URI answers /health.
+
+    sqlite:, file: and plain paths are local stores that need no server, so they always pass.
+    """
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        _get_health(uri, timeout)
+    except (urllib.error.URLError, OSError) as e:
+        # An HTTPError's str carries the status; a URLError's reason is the socket error.
+        reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", e)
+        raise TrackingUnreachableError(
+            f"MLflow tracking server at {uri} is not reachable: {reason}; "
+            "start one with `gantune server` or use a file/sqlite URI"
+        ) from e

@@ -1,0 +1,218 @@
+"""Search spaces are YAML files (data, not code). Loading validates every key and domain before
+Ray starts, with errors that name the file and the key.
+
+    name: demo
+    data: {path: data/breastmnist.npz, folds: 3}
+    gan:  {lr: {loguniform: [5.0e-5, 1.0e-3]}, batch_size: {choice: [32, 64]}, steps: 200}
+    synth: {ratio: {uniform: [0.0, 3.0]}}
+    search: {num_samples: 8, metric: val_auc, mode: max}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import optuna.distributions as od
+import yaml
+
+from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key
+
+DOMAIN_KINDS = ("uniform", "loguniform", "int", "logint", "choice")
+
+
+class SpaceError(ValueError):
+    """A space file that cannot be used; the message starts with the file and names the key."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    num_samples: int = 8
+    """Trials to run, baselines included."""
+    metric: str = "val_auc"
+    """The objective, a trial metric (mean over the folds done)."""
+    mode: str = "max"
+    """'max' or 'min'."""
+    max_concurrent: int = 2
+    """Trials running at once (also bounded by the cluster's CPUs / GPUs)."""
+    scheduler: str = "asha"
+    """'asha' (stop poor trials after a fold or two) or 'fifo' (run every trial to the end)."""
+    grace_period: int = 1
+    """ASHA: folds every trial completes before it can be stopped."""
+    reduction_factor: int = 2
+    """ASHA: keep the top 1/reduction_factor at each rung."""
+    sampler: str = "tpe"
+    """Optuna sampler: 'tpe' or 'random'."""
+    baselines: tuple[str, ...] = ("real_only",)
+    """Baseline trials evaluated first in every search."""
+
+
+SMOKE_TEST = {
+    "data.folds": 2,
+    "gan.steps": 10,
+    "gan.log_every": 5,
+    "classifier.steps": 20,
+    "classifier.eval_every": 10,
+}
+"""--smoke-test: every budget shrunk so any space finishes in a couple of minutes."""
+
+
+@dataclass(frozen=True)
+class Space:
+    path: str
+    name: str
+    fixed: dict[str, Any]
+    """Flat fixed values ("gan.steps": 200)."""
+    domains: dict[str, dict[str, Any]]
+    """Flat searched keys -> {"uniform": [lo, hi]} etc."""
+    search: SearchSettings = field(default_factory=SearchSettings)
+
+    def optuna_space(self) -> dict[str, od.BaseDistribution]:
+        return {key: to_distribution(self.path, key, d) for key, d in self.domains.items()}
+
+    def baseline_points(self) -> list[dict[str, Any]]:
+        """Searched values for each baseline: synth.ratio = 0, the rest at a neutral default."""
+        points = []
+        for name in self.search.baselines:
+            if name != "real_only":
+                raise SpaceError(f"{self.path}: 'search.baselines' has unknown baseline '{name}'")
+            point = {key: neutral_value(d) for key, d in self.domains.items()}
+            if "synth.ratio" in point:
+                point["synth.ratio"] = 0.0
+            points.append(point)
+        return points
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Space:
+        fixed, domains = dict(self.fixed), dict(self.domains)
+        search = self.search
+        for key, value in overrides.items():
+            if key.startswith("search."):
+                search = make_search_settings(self.path, {**vars(search), key[7:]: value})
+                continue
+            check(self.path, key, value)
+            domains.pop(key, None)
+            fixed[key] = value
+        return replace(self, fixed=fixed, domains=domains, search=search)
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything a trial will see, for printing and logging: fixed values and domains."""
+        return {
+            "name": self.name,
+            "space_file": self.path,
+            "fixed": dict(sorted(self.fixed.items())),
+            "searched": dict(sorted(self.domains.items())),
+            "search": vars(self.search),
+        }
+
+
+def check(path: str, key: str, value: Any) -> None:
+    try:
+        check_key(key)
+        TrialConfig.from_flat({key: value})
+    except (ConfigError, TypeError) as exc:
+        raise SpaceError(f"{path}: {exc}") from exc
+
+
+def neutral_value(domain: dict[str, Any]) -> Any:
+    (kind, args), = domain.items()
+    if kind == "choice":
+        return args[0]
+    if kind in ("loguniform", "logint"):
+        value = (args[0] * args[1]) ** 0.5
+    else:
+        value = (args[0] + args[1]) / 2
+    return int(round(value)) if kind in ("int", "logint") else value
+
+
+def to_distribution(path: str, key: str, domain: dict[str, Any]) -> od.BaseDistribution:
+    (kind, args), = domain.items()
+    if kind == "choice":
+        return od.CategoricalDistribution(list(args))
+    low, high = args
+    if kind in ("int", "logint"):
+        return od.IntDistribution(int(low), int(high), log=kind == "logint")
+    return od.FloatDistribution(float(low), float(high), log=kind == "loguniform")
+
+
+def parse_domain(path: str, key: str, value: dict) -> dict[str, Any]:
+    if len(value) != 1 or next(iter(value)) not in DOMAIN_KINDS:
+        raise SpaceError(f"{path}: '{key}' must be a value or one of {{{'|'.join(DOMAIN_KINDS)}: ...}}, got {value}")
+    (kind, args), = value.items()
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise SpaceError(f"{path}: '{key}' choice needs a non-empty list, got {args!r}")
+        for option in args:
+            check(path, key, option)
+        return {kind: list(args)}
+    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
+        raise SpaceError(f"{path}: '{key}' {kind} needs [low, high], got {args!r}")
+    low, high = args
+    if not low < high:
+        raise SpaceError(f"{path}: '{key}' {kind} needs low < high, got [{low}, {high}]")
+    if kind.startswith("log") and low <= 0:
+        raise SpaceError(f"{path}: '{key}' {kind} needs low > 0, got {low}")
+    check(path, key, low)
+    check(path, key, high)
+    return {kind: [low, high]}
+
+
+def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
+    allowed = {f.name: f for f in fields(SearchSettings)}
+    for key in values:
+        if key not in allowed:
+            raise SpaceError(f"{path}: unknown key 'search.{key}': 'search' takes {sorted(allowed)}")
+    settings = SearchSettings(**{k: tuple(v) if k == "baselines" else v for k, v in values.items()})
+    if settings.mode not in ("max", "min"):
+        raise SpaceError(f"{path}: 'search.mode' must be max or min, got {settings.mode!r}")
+    if settings.scheduler not in ("asha", "fifo"):
+        raise SpaceError(f"{path}: 'search.scheduler' must be asha or fifo, got {settings.scheduler!r}")
+    if settings.sampler not in ("tpe", "random"):
+        raise SpaceError(f"{path}: 'search.sampler' must be tpe or random, got {settings.sampler!r}")
+    for key in ("num_samples", "max_concurrent", "grace_period", "reduction_factor"):
+        if not isinstance(getattr(settings, key), int) or getattr(settings, key) < 1:
+            raise SpaceError(f"{path}: 'search.{key}' must be a whole number >= 1, got {getattr(settings, key)!r}")
+    return settings
+
+
+def load_space(path: str | Path) -> Space:
+    path = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such space file") from None
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = set(raw) - set(SECTIONS) - {"name", "search"}
+    if unknown:
+        raise SpaceError(f"{path}: unknown section(s) {sorted(unknown)}; allowed: name, search, {', '.join(sorted(SECTIONS))}")
+    fixed, domains = {}, {}
+    for section in SECTIONS:
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise SpaceError(f"{path}: '{section}' must be a mapping, got {values!r}")
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if isinstance(value, dict):
+                domains[key] = parse_domain(path, key, value)
+            else:
+                check(path, key, value)
+                fixed[key] = value
+    search = make_search_settings(path, raw.get("search") or {})
+    name = raw.get("name") or Path(path).stem
+    if not isinstance(name, str):
+        raise SpaceError(f"{path}: 'name' must be a string, got {name!r}")
+    space = Space(path, name, fixed, domains, search)
+    check_baselines(space)
+    return space
+
+
+def check_baselines(space: Space) -> None:
+    ratio = space.domains.get("synth.ratio")
+    if "real_only" in space.search.baselines and ratio is not None:
+        (kind, args), = ratio.items()
+        contains_zero = 0 in args if kind == "choice" else args[0] <= 0 <= args[1]
+        if not contains_zero:
+            raise SpaceError(f"{space.path}: 'synth.ratio' must include 0 for the real-only baseline, got {ratio}")

@@ -1,0 +1,264 @@
+"""`gantune server` against real `mlflow server` processes on loopback (SQLite store, basic auth)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import configparser
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from gantune.mlflow_server import (
+    ServerConfig,
+    ServerError,
+    TrackingUnreachableError,
+    add_server_arguments,
+    build_command,
+    build_env,
+    check_tracking_reachable,
+    config_from_args,
+    load_credentials,
+    resolve,
+    server_main,
+)
+from gantune.mlflow_server.server import PASSWORD_ENV, USER_ENV
+
+ADMIN, PASSWORD = "gantune-admin", "correct-horse-battery-9"
+SEARCH_API = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def get_status(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    if host is not None:
+        req.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def log_run_with_artifact(url: str, tmp: Path) -> tuple[str, str]:
+    """Log a run with a metric and a text artifact over HTTP; return (run_id, artifact_uri)."""
+    client = MlflowClient(tracking_uri=url)
+    exp_id = client.create_experiment(f"smoke-{tmp.name}")
+    run = client.create_run(exp_id, tags={"gantune.role": "trial"})
+    client.log_metric(run.info.run_id, "val_auc", 0.75, step=1)
+    note = tmp / "note.txt"
+    note.write_text("hello from a trial\n")
+    client.log_artifact(run.info.run_id, str(note), artifact_path="samples")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, run.info.artifact_uri
+
+
+def assert_artifact_round_trip(url: str, tmp: Path) -> str:
+    """The logged run reads back over HTTP, its artifact included; returns the artifact URI."""
+    run_id, artifact_uri = log_run_with_artifact(url, tmp)
+    run = MlflowClient(tracking_uri=url).get_run(run_id)
+    assert run.data.metrics["val_auc"] == 0.75
+    assert run.info.status == "FINISHED"
+    # mlflow-artifacts: means the client uploaded through the server (proxied artifact serving),
+    # not to a path it can see itself.
+    assert artifact_uri.startswith("mlflow-artifacts:"), artifact_uri
+    out = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="samples/note.txt", dst_path=str(tmp / "dl"), tracking_uri=url
+    )
+    assert Path(out).read_text() == "hello from a trial\n"
+    return artifact_uri
+
+
+def make_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+# --- Config, command line and credentials (no server) ---
+
+
+def test_defaults_are_sqlite_and_local_artifacts_in_workdir_on_loopback(tmp_path):
+    cfg = resolve(ServerConfig(workdir=tmp_path))
+    cmd = build_command(cfg)
+    assert Path(cmd[0]).name == "mlflow" and cmd[1] == "server"
+    opts = dict(zip(cmd[2::1], cmd[3::1]))
+    assert opts["--host"] == "127.0.0.1"
+    assert opts["--backend-store-uri"] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert opts["--artifacts-destination"] == str(tmp_path.resolve() / "mlartifacts")
+    assert "--serve-artifacts" in cmd
+    assert "--app-name" not in cmd and "--allowed-hosts" not in cmd
+
+
+def test_cli_flags_map_to_mlflow_options(tmp_path):
+    args = make_args(
+        "--host", "0.0.0.0", "--port", "5055", "--backend-store-uri", "postgresql://u@db:5432/mlflow",
+        "--artifacts-destination", "s3://bucket/mlflow", "--s3-endpoint-url", "http://minio:9000",
+        "--allowed-hosts", "mlflow.example.org,10.0.*", "--workdir", str(tmp_path),
+    )  # fmt: skip
+    cfg = config_from_args(args)
+    cmd = build_command(cfg)
+    opts = dict(zip(cmd, cmd[1:]))
+    assert opts["--host"] == "0.0.0.0" and opts["--port"] == "5055"
+    assert opts["--backend-store-uri"] == "postgresql://u@db:5432/mlflow"
+    assert opts["--artifacts-destination"] == "s3://bucket/mlflow"
+    assert opts["--allowed-hosts"] == "mlflow.example.org,10.0.*"
+    assert build_env(cfg, None, environ={})["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_s3_endpoint_without_s3_destination_is_refused(tmp_path):
+    with pytest.raises(ServerError, match="--s3-endpoint-url"):
+        resolve(ServerConfig(workdir=tmp_path, s3_endpoint_url="http://minio:9000"))
+
+
+def test_credentials_from_env_and_file(tmp_path):
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
+    creds = load_credentials(cfg, environ={USER_ENV: ADMIN, PASSWORD_ENV: PASSWORD})
+    assert (creds.username, creds.password) == (ADMIN, PASSWORD)
+    assert PASSWORD not in repr(creds)
+
+    file = tmp_path / "admin.env"
+    file.write_text(f"# admin\n{USER_ENV}=fileadmin\n{PASSWORD_ENV}='{PASSWORD}'\n")
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True, auth_credentials_file=file))
+    creds = load_credentials(cfg, environ={USER_ENV: "ignored", PASSWORD_ENV: "ignored-ignored"})
+    assert (creds.username, creds.password) == ("fileadmin", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "environ, match",
+    [
+        ({}, PASSWORD_ENV),
+        ({USER_ENV: ADMIN}, PASSWORD_ENV),
+        ({USER_ENV: ADMIN, PASSWORD_ENV: "password1234"}, "old public default"),
+        ({USER_ENV: ADMIN, PASSWORD_ENV: "short"}, "at least 12"),
+    ],
+)
+def test_bad_or_missing_credentials_are_refused(tmp_path, environ, match):
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
+    with pytest.raises(ServerError, match=match):
+        load_credentials(cfg, environ=environ)
+
+
+def test_credentials_file_errors_name_the_file(tmp_path):
+    file = tmp_path / "admin.env"
+    file.write_text(f"{USER_ENV}\n")
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True, auth_credentials_file=file))
+    with pytest.raises(ServerError, match=f"{file}:1"):
+        load_credentials(cfg, environ={})
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True, auth_credentials_file=tmp_path / "nope"))
+    with pytest.raises(ServerError, match="nope"):
+        load_credentials(cfg, environ={})
+
+
+def test_auth_ini_has_mlflow_keys_and_no_password(tmp_path):
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
+    creds = load_credentials(cfg, environ={USER_ENV: ADMIN, PASSWORD_ENV: PASSWORD})
+    env = build_env(cfg, creds, environ={"MLFLOW_AUTH_ADMIN_PASSWORD": "stale-from-shell"})
+    ini_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert PASSWORD not in ini_path.read_text()
+    ini = configparser.ConfigParser()
+    ini.read(ini_path)
+    assert ini["mlflow"]["database_uri"] == f"sqlite:///{tmp_path.resolve() / 'basic_auth.db'}"
+    assert ini["mlflow"]["admin_username"] == ADMIN
+    assert ini["mlflow"]["default_permission"] == "READ"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == ADMIN
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
+    assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32
+    assert "--app-name" in build_command(cfg)
+
+
+def test_server_refuses_to_start_with_auth_and_no_credentials(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(USER_ENV, raising=False)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    started = []
+    monkeypatch.setattr("gantune.mlflow_server.cli.start_server", lambda *a, **k: started.append(a))
+    assert server_main(make_args("--auth", "--workdir", str(tmp_path))) == 2
+    assert not started
+    assert PASSWORD_ENV in capsys.readouterr().err
+
+
+def test_dry_run_prints_command_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr("gantune.mlflow_server.cli.start_server", lambda *a, **k: started.append(a))
+    assert server_main(make_args("--dry-run", "--port", "5077", "--workdir", str(tmp_path))) == 0
+    assert not started
+    assert "--port 5077" in capsys.readouterr().out
+
+
+# --- check_tracking_reachable ---
+
+
+def test_closed_port_is_reported_clearly(loopback_port):
+    uri = f"http://127.0.0.1:{loopback_port()}"
+    with pytest.raises(TrackingUnreachableError) as err:
+        check_tracking_reachable(uri, timeout=2.0)
+    msg = str(err.value)
+    assert f"MLflow tracking server at {uri} is not reachable" in msg
+    assert "gantune server" in msg and "file/sqlite URI" in msg
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///mlflow.db", "file:///tmp/mlruns", "./mlruns"])
+def test_local_uris_need_no_server(uri):
+    check_tracking_reachable(uri)
+
+
+# --- A real server: SQLite store, proxied local artifacts ---
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory, serve, loopback_port):
+    workdir = tmp_path_factory.mktemp("sqlite_server")
+    with serve(ServerConfig(port=loopback_port(), workers=1, workdir=workdir)) as url:
+        yield url, workdir
+
+
+def test_sqlite_server_health_and_run_with_artifact(sqlite_server, tmp_path):
+    url, workdir = sqlite_server
+    assert get_status(url + "/health") == 200
+    check_tracking_reachable(url)
+    artifact_uri = assert_artifact_round_trip(url, tmp_path)
+    # The bytes landed in the server's artifacts destination, and the runs in its SQLite file.
+    rel = artifact_uri.removeprefix("mlflow-artifacts:/")
+    assert (workdir / "mlartifacts" / rel / "samples" / "note.txt").read_text() == "hello from a trial\n"
+    assert (workdir / "mlflow.db").stat().st_size > 0
+
+
+# --- A real server: basic auth and allowed hosts ---
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory, serve, loopback_port):
+    workdir = tmp_path_factory.mktemp("auth_server")
+    creds = workdir / "admin.env"
+    creds.write_text(f"{USER_ENV}={ADMIN}\n{PASSWORD_ENV}={PASSWORD}\n")
+    port = loopback_port()
+    cfg = ServerConfig(
+        port=port, workers=1, workdir=workdir, auth=True, auth_credentials_file=creds,
+        allowed_hosts=f"127.0.0.1:{port},localhost:{port}",
+    )  # fmt: skip
+    with serve(cfg) as url:
+        yield url
+
+
+def test_auth_refuses_anonymous_and_accepts_configured_user(auth_server):
+    url = auth_server
+    assert get_status(url + "/health") == 200  # health stays open for probes
+    assert get_status(url + SEARCH_API) == 401
+    assert get_status(url + SEARCH_API, auth=(ADMIN, "wrong-password-123")) == 401
+    assert get_status(url + SEARCH_API, auth=("admin", "password1234")) == 401
+    assert get_status(url + SEARCH_API, auth=(ADMIN, PASSWORD)) == 200
+
+
+def test_auth_server_logs_runs_for_the_configured_user(auth_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert_artifact_round_trip(auth_server, tmp_path)
+
+
+def test_allowed_hosts_rejects_other_host_headers(auth_server):
+    assert get_status(auth_server + SEARCH_API, auth=(ADMIN, PASSWORD), host="evil.example") == 403

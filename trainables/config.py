@@ -1,0 +1,117 @@
+"""The typed configuration of one trial, built from the space file's fixed values plus the flat
+hyperparameters Optuna proposes (keys like "gan.lr")."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .classifiers import ClassifierConfig
+from .gans.base import GANConfig
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = "data/breastmnist.npz"
+    """Dataset: a MedMNIST-style .npz, a folder with one sub-folder per class, or a CSV manifest."""
+    folds: int = 5
+    """k of the stratified k-fold cross-validation over the training pool."""
+    seed: int = 0
+    """Seed of the fold split; the same for every trial so trials are compared on equal folds."""
+    positive_class: int = 1
+    """Binary tasks: the label counted as positive ("diseased") for sensitivity and precision."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    ratio: float = 0.0
+    """Synthetic images per real training image, per class; 0 = real images only."""
+    sample_seed: int = 1234
+    """Seed of the fixed latent grid logged as samples/*.png, the same for every trial."""
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "gan": GANConfig,
+    "classifier": ClassifierConfig,
+    "synth": SynthConfig,
+}
+"""Space-file section -> the dataclass its keys configure."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    seed: int = 0
+    """Seed of GAN and classifier training; shared by all trials (paired comparison)."""
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any], seed: int = 0) -> TrialConfig:
+        """{"gan.lr": 2e-4, "synth.ratio": 1.0, ...} -> TrialConfig; unknown keys are errors."""
+        grouped: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in flat.items():
+            section, name = check_key(key)
+            grouped[section][name] = value
+        return cls(**{s: make_section(s, v) for s, v in grouped.items()}, seed=seed)
+
+    def baseline_name(self) -> str | None:
+        """'real_only' when no synthetic image is added (whatever the GAN settings say)."""
+        return "real_only" if self.synth.ratio == 0 else None
+
+    def to_flat(self) -> dict[str, Any]:
+        return {
+            f"{section}.{k}": v
+            for section in SECTIONS
+            for k, v in dataclasses.asdict(getattr(self, section)).items()
+        }
+
+
+def check_key(key: str) -> tuple[str, str]:
+    """'gan.lr' -> ('gan', 'lr'), or a ConfigError naming the key and what is allowed."""
+    section, dot, name = key.partition(".")
+    if not dot or section not in SECTIONS:
+        raise ConfigError(f"unknown key '{key}': sections are {sorted(SECTIONS)}")
+    allowed = {f.name for f in fields(SECTIONS[section])}
+    if name not in allowed:
+        raise ConfigError(f"unknown key '{key}': '{section}' takes {sorted(allowed)}")
+    return section, name
+
+
+def make_section(section: str, values: dict[str, Any]):
+    cls = SECTIONS[section]
+    types = {f.name: f.type for f in fields(cls)}
+    coerced = {}
+    for name, value in values.items():
+        coerced[name] = coerce(f"{section}.{name}", types[name], value)
+    return cls(**coerced)
+
+
+def coerce(key: str, type_name: Any, value: Any) -> Any:
+    """YAML and Optuna give ints for floats and numpy scalars; normalise to the declared type."""
+    type_name = str(type_name)
+    try:
+        if type_name == "float":
+            return float(value)
+        if type_name == "int":
+            if float(value) != int(float(value)):
+                raise ValueError("not a whole number")
+            return int(float(value))
+        if type_name == "bool":
+            if not isinstance(value, bool):
+                raise ValueError("not true/false")
+            return value
+        if type_name == "str":
+            if not isinstance(value, str):
+                raise ValueError("not a string")
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"'{key}' must be {type_name}, got {value!r} ({exc})") from exc
+    return value

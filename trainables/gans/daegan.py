@@ -1,0 +1,227 @@
+"""DAE-GAN (cardiac paper): E-GAN selection + mixup discriminator + Gaussian-mixture latent +
+residual / self-attention networks. The evolution loop is egan.fit_evolutionary; this module
+only supplies the parts that differ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import GANConfig, LatentSampler, Report, TrainedGAN, normal_latent
+from .egan import fit_evolutionary
+from .nets import upsampling_plan
+
+# --- Mixup discriminator loss ---
+
+
+def sample_lam(n: int, alpha: float, rng: torch.Generator) -> torch.Tensor:
+    """lam ~ Beta(alpha, alpha), (n,), on rng's device. torch's Beta sampler takes no generator,
+    so a numpy generator is seeded from `rng` (still one seed, still reproducible)."""
+    if alpha <= 0:
+        raise ValueError(f"'gan.alpha' must be > 0, got {alpha}")
+    seed = int(torch.randint(0, 2**62, (), generator=rng, device=rng.device))
+    lam = np.random.default_rng(seed).beta(alpha, alpha, size=n)
+    return torch.as_tensor(lam, dtype=torch.float32, device=rng.device)
+
+
+def mixup_batch(real: torch.Tensor, fake: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_mix = lam * x + (1 - lam) * G(z) per pair; target = lam (how real the mix is)."""
+    w = lam.view(-1, *([1] * (real.dim() - 1)))  # (B, 1, 1, 1)
+    return w * real + (1 - w) * fake, lam.view(-1, 1)
+
+
+def mixup_d_loss(alpha: float):
+    """L_D = E[BCE(D(lam x + (1 - lam) G(z)), lam)], lam ~ Beta(alpha, alpha) per pair."""
+
+    def loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator):
+        x_mix, target = mixup_batch(real, fake, sample_lam(len(real), alpha, rng))
+        return F.binary_cross_entropy_with_logits(discriminator(x_mix), target)
+
+    return loss
+
+
+# --- Gaussian-mixture latent ---
+
+
+class GaussianMixtureLatent(nn.Module):
+    """K fixed Gaussian components with diagonal covariance; sample a component index uniformly,
+    then z from it. The paper leaves the initial means/covariances open; ours (as in Ben-Yosef &
+    Weinshall's static GM-GAN): means ~ U(-1, 1)^d, stds ~ U(0.5, 1)^d, drawn from `seed`.
+    A module so its buffers follow .to(device) and land in the checkpoint."""
+
+    def __init__(self, latent_dim: int, components: int, seed: int) -> None:
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"'gan.mixture_components' must be >= 1 for a mixture, got {components}")
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("means", torch.rand(components, latent_dim, generator=g) * 2 - 1)
+        self.register_buffer("stds", torch.rand(components, latent_dim, generator=g) * 0.5 + 0.5)
+
+    def sample_with_components(self, n: int, generator: torch.Generator, device: torch.device):
+        """(z (n, d), component index (n,))."""
+        k = torch.randint(len(self.means), (n,), generator=generator, device=device)
+        eps = torch.randn(n, self.means.shape[1], generator=generator, device=device)
+        return self.means[k] + self.stds[k] * eps, k
+
+    def forward(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        return self.sample_with_components(n, generator, device)[0]
+
+
+def build_latent(cfg: GANConfig, seed: int, device: torch.device) -> LatentSampler:
+    """The mixture if cfg.mixture_components > 0, else N(0, I)."""
+    if cfg.mixture_components > 0:
+        return GaussianMixtureLatent(cfg.latent_dim, cfg.mixture_components, seed).to(device)
+    return normal_latent(cfg.latent_dim)
+
+
+def restore_latent(cfg: GANConfig, state: dict, device: torch.device) -> LatentSampler:
+    """The latent of a checkpoint (TrainedGAN.state()["latent"])."""
+    latent = build_latent(cfg, 0, device)
+    if isinstance(latent, nn.Module):
+        latent.load_state_dict(state)
+    return latent
+
+
+# --- Residual + self-attention networks (paper's Table 1) ---
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: x + g * attention(x), g starts at 0 so the block starts as identity.
+    (scaled_dot_product_attention divides by sqrt(d); SAGAN does not, a harmless difference.)"""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gain = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, c/8)
+        k = self.key(x).flatten(2).transpose(1, 2)
+        v = self.value(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        return x + self.gain * out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class GeneratorBlock(nn.Module):
+    """BN-ReLU-(2x nearest up)-conv3x3-BN-ReLU-conv3x3 plus a (upsampled, 1x1-projected) skip."""
+
+    def __init__(self, c_in: int, c_out: int, up: bool) -> None:
+        super().__init__()
+        self.up = up
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def _up(self, x):
+        return F.interpolate(x, scale_factor=2, mode="nearest") if self.up else x
+
+    def forward(self, x):
+        h = self.conv1(self._up(F.relu(self.bn1(x))))
+        h = self.conv2(F.relu(self.bn2(h)))
+        return h + self.skip(self._up(x))
+
+
+class DiscriminatorBlock(nn.Module):
+    """LReLU-conv3x3-LReLU-conv3x3-(avg pool 2) plus a (1x1-projected, pooled) skip; no
+    normalisation, so mixed images are judged one by one."""
+
+    def __init__(self, c_in: int, c_out: int, down: bool) -> None:
+        super().__init__()
+        self.down = down
+        self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def _down(self, x):
+        return F.avg_pool2d(x, 2) if self.down else x
+
+    def forward(self, x):
+        h = self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(x, 0.2)), 0.2))
+        return self._down(h) + self._down(self.skip(x))
+
+
+def residual_plan(size: int, width: int) -> tuple[int, list[bool], list[int], int]:
+    """Generator side: (start side, per-block upsample flags, channels before/after each block,
+    index after which self-attention sits). Table 1 has 4 residual blocks with attention after the
+    second; images needing more than 4 stride-2 stages get more blocks. The stride-2 blocks are
+    centred, so at 28 px (2 stages) attention sees 14x14, at 64/80 px 16x16/20x20: attention
+    costs O((HW)^2) and would dominate CPU time at full resolution."""
+    start, stages = upsampling_plan(size)
+    blocks = max(4, stages)
+    first = (blocks - stages) // 2
+    ups = [first <= i < first + stages for i in range(blocks)]
+    channels = [width]
+    for up in ups:
+        channels.append(max(channels[-1] // 2, 16) if up else channels[-1])
+    return start, ups, channels, blocks // 2 - 1
+
+
+class ResidualSAGenerator(nn.Module):
+    """z -> fully connected -> (C0, s0, s0) -> residual blocks with self-attention -> BN-ReLU ->
+    conv3x3 -> tanh."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64) -> None:
+        super().__init__()
+        self.start, ups, widths, attn_after = residual_plan(size, width)
+        self.project = nn.Linear(latent_dim, widths[0] * self.start**2)
+        layers: list[nn.Module] = []
+        for i, up in enumerate(ups):
+            layers.append(GeneratorBlock(widths[i], widths[i + 1], up))
+            if i == attn_after:
+                layers.append(SelfAttention(widths[i + 1]))
+        layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.body(self.project(z).view(len(z), -1, self.start, self.start))
+
+
+class ResidualSADiscriminator(nn.Module):
+    """Image -> conv3x3 -> residual blocks with self-attention -> LReLU -> fully connected logit.
+    Mirrors the generator (same resolutions, attention at the same side)."""
+
+    def __init__(self, channels: int, size: int, width: int = 64) -> None:
+        super().__init__()
+        start, ups, widths, attn_after = residual_plan(size, width)
+        downs, widths = ups[::-1], widths[::-1]  # narrow -> wide
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, 1, 1)]
+        for i, down in enumerate(downs):
+            layers.append(DiscriminatorBlock(widths[i], widths[i + 1], down))
+            if i == len(downs) - 2 - attn_after:  # same side as the generator's attention
+                layers.append(SelfAttention(widths[i + 1]))
+        layers.append(nn.LeakyReLU(0.2))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1] * start**2, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))  # (B, 1)
+
+
+def build_daegan_pair(cfg: GANConfig, image_shape: tuple[int, int, int], device: torch.device):
+    channels, size, _ = image_shape
+    generator = ResidualSAGenerator(cfg.latent_dim, channels, size, cfg.width).to(device)
+    discriminator = ResidualSADiscriminator(channels, size, cfg.width).to(device)
+    return generator, discriminator
+
+
+def fit_daegan(
+    cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None
+) -> TrainedGAN:
+    """DAE-GAN: the E-GAN loop with the mixup D loss, the mixture latent and residual/SA nets.
+    The fitness keeps the standard L_D inside F_d (algorithms.md), not the mixup loss."""
+    return fit_evolutionary(
+        cfg,
+        images,
+        seed=seed,
+        device=device,
+        report=report,
+        build=build_daegan_pair,
+        d_loss=mixup_d_loss(cfg.alpha),
+        latent=build_latent(cfg, seed, device),
+    )

@@ -1,0 +1,54 @@
+"""Images a person compares in the MLflow UI: sample grids, confusion matrix, ROC curves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # workers have no display
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+
+def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one uint8 (rows*H, columns*W[, 3]) array with 2 px gaps."""
+    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    n, c, h, w = images.shape
+    rows = max(1, -(-n // columns))
+    grid = np.zeros((rows * (h + 2), columns * (w + 2), c), dtype=np.uint8)
+    for i, img in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        r, col = divmod(i, columns)
+        grid[r * (h + 2) : r * (h + 2) + h, col * (w + 2) : col * (w + 2) + w] = img
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_grid(images: torch.Tensor, path: str, columns: int = 8) -> None:
+    grid = image_grid(images, columns)
+    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
+
+
+def save_confusion_matrix(labels: np.ndarray, proba: np.ndarray, class_names, path: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, proba.argmax(1), labels=list(range(len(class_names))), display_labels=class_names,
+        ax=ax, colorbar=False, xticks_rotation=45,
+    )
+    ax.set_title("Validation folds (out-of-fold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_roc(labels: np.ndarray, proba: np.ndarray, class_names, path: str) -> None:
+    """One-vs-rest ROC curve per class (for binary tasks the two curves mirror each other)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    classes = range(len(class_names)) if len(class_names) > 2 else [len(class_names) - 1]
+    for c in classes:
+        if 0 < (labels == c).sum() < len(labels):
+            RocCurveDisplay.from_predictions(labels == c, proba[:, c], name=str(class_names[c]), ax=ax)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_title("ROC, validation folds (out-of-fold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

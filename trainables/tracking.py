@@ -1,0 +1,125 @@
+"""The worker side's one MLflow home: a trial's child run under the search's parent run.
+
+Restore-safe: a trial that Ray restarts or resumes reopens the run tagged with its trial id
+instead of creating a second one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from .config import TrialConfig
+from .gans import DivergedError, generator_checkpoint
+from .plots import save_confusion_matrix, save_grid, save_roc
+
+GRID_PER_CLASS = 16
+PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "gantune"]
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`gantune.trial_id` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+@dataclass
+class TrialRun:
+    client: MlflowClient
+    run_id: str
+    cfg: TrialConfig
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def open(cls, settings, trial_id: str, params: dict, cfg: TrialConfig) -> TrialRun:
+        client = MlflowClient(settings.tracking_uri)
+        existing = find_trial_run(client, settings.experiment_id, settings.parent_run_id, trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {
+                "mlflow.parentRunId": settings.parent_run_id,
+                "mlflow.runName": f"trial-{trial_id}",
+                "gantune.role": "trial",
+                "gantune.trial_id": trial_id,
+            }
+            baseline = cfg.baseline_name()
+            if baseline:
+                tags["gantune.baseline"] = baseline
+            run_id = client.create_run(settings.experiment_id, tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+            client.log_dict(run_id, cfg.to_flat(), "config/trial_config.json")
+        return cls(client, run_id, cfg, settings.data.pool.class_names)
+
+    # --- per fold ---------------------------------------------------------------------------
+    def log_fold(self, result, results: list, means: dict[str, float]) -> None:
+        step = len(results)
+        per_fold = {f"fold{result.fold}_val_{k}": v for k, v in result.metrics.items()}
+        self.log_metrics({**means, **per_fold, "folds_done": step}, step=step)
+        if result.gan_history:
+            self.log_metrics({k: v[-1] for k, v in result.gan_history.items() if v}, step=step)
+        with tempfile.TemporaryDirectory() as tmp:
+            self._log_plots(results, tmp)
+            if result.gans:
+                self._log_samples(result.gans, tmp)
+                self._log_generator(result.gans, tmp)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(1000 * time.time())
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
+
+    def _log_plots(self, results: list, tmp: str) -> None:
+        labels = np.concatenate([r.val_labels for r in results])
+        proba = np.concatenate([r.val_proba for r in results])
+        plots = os.path.join(tmp, "plots")
+        os.makedirs(plots)
+        save_confusion_matrix(labels, proba, self.class_names, os.path.join(plots, "confusion_matrix.png"))
+        save_roc(labels, proba, self.class_names, os.path.join(plots, "roc.png"))
+        self.client.log_artifacts(self.run_id, plots, "plots")
+
+    def _log_samples(self, gans: dict, tmp: str) -> None:
+        samples = os.path.join(tmp, "samples")
+        os.makedirs(samples)
+        for label, gan in gans.items():
+            # The same latent seed in every trial and fold, so grids compare across runs.
+            images = gan.sample(GRID_PER_CLASS, seed=self.cfg.synth.sample_seed)
+            save_grid(images, os.path.join(samples, f"class_{label}_{self.class_names[label]}.png"))
+        self.client.log_artifacts(self.run_id, samples, "samples")
+
+    def _log_generator(self, gans: dict, tmp: str) -> None:
+        """The fold's per-class generators as a pyfunc model at artifact path `generator`."""
+        checkpoint = os.path.join(tmp, "generator.pt")
+        torch.save(generator_checkpoint(gans, self.class_names), checkpoint)
+        model_dir = os.path.join(tmp, "generator")
+        mlflow.pyfunc.save_model(
+            model_dir,
+            python_model=os.path.join(os.path.dirname(__file__), "generator_model.py"),
+            artifacts={"checkpoint": checkpoint},
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+        self.client.log_artifacts(self.run_id, model_dir, "generator")
+
+    # --- end --------------------------------------------------------------------------------
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def fail(self, exc: BaseException) -> None:
+        kind = "diverged" if isinstance(exc, DivergedError) else type(exc).__name__
+        reason = f"{kind}: {exc}"[:5000]
+        self.client.set_tag(self.run_id, "gantune.failure_reason", reason)
+        self.client.log_text(self.run_id, traceback.format_exc(), "failure.txt")
+        self.client.set_terminated(self.run_id, status="FAILED")
