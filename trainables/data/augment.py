@@ -122,7 +122,10 @@ def affine_theta(p: AffineParams) -> torch.Tensor:
 
 
 def apply_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Warp (N, C, H, W) images by (N, 2, 3) matrices: bilinear, reflection padding."""
+    """Warp (N, C, H, W) images by (N, 2, 3) matrices: bilinear, reflection padding.
+
+    Normalised coordinates span [-1, 1] on both axes, so rotations are true rotations only for
+    square images (every dataset here is resized to size x size)."""
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
