@@ -1,0 +1,87 @@
+"""A real search end to end: local Ray cluster, a temporary SQLite MLflow store, --smoke-test,
+two trials. Asserts the MLflow structure that users and `gantune promote` rely on."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("search")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gantune.search.cli", "search", str(ROOT / "spaces" / "demo.yaml"),
+         "--smoke-test", "--num-samples", "2", "--experiment", "e2e", "--quiet"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    return proc, client, client.get_experiment_by_name("e2e")
+
+
+def artifact_paths(client, run_id, path=None):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_prints_leaderboard_and_ui_command(smoke_search):
+    proc, _, _ = smoke_search
+    assert "Leaderboard (2 trials" in proc.stdout
+    assert "delta_val_auc_vs_real_only" in proc.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+
+
+def test_one_parent_run_with_trial_runs_nested(smoke_search):
+    _, client, experiment = smoke_search
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("gantune.role") == "search"]
+    trials = [r for r in runs if r.data.tags.get("gantune.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert "best_val_auc" in parent.data.metrics
+    assert {"leaderboard.csv", "leaderboard.txt", "config/resolved_space.json"} <= set(artifact_paths(client, parent.info.run_id))
+    ids = set()
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status in ("FINISHED", "KILLED")
+        ids.add(run.data.tags["gantune.trial_id"])
+        assert set(run.data.params) == {"gan.lr", "gan.batch_size", "synth.ratio"}
+        for name in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1"):
+            assert 0 <= run.data.metrics[f"val_{name}"] <= 1
+            assert f"fold0_val_{name}" in run.data.metrics
+    assert len(ids) == 2
+
+
+def test_baseline_and_gan_trial_artifacts(smoke_search):
+    _, client, experiment = smoke_search
+    trials = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'trial'")
+    baseline = [r for r in trials if r.data.tags.get("gantune.baseline") == "real_only"]
+    assert len(baseline) == 1 and float(baseline[0].data.params["synth.ratio"]) == 0.0
+    gan_trial = next(r for r in trials if float(r.data.params["synth.ratio"]) > 0)
+    paths = set(artifact_paths(client, gan_trial.info.run_id))
+    assert {"plots/confusion_matrix.png", "plots/roc.png", "generator/MLmodel"} <= paths
+    assert {"samples/class_0_malignant.png", "samples/class_1_normal_benign.png"} <= paths
+
+
+def test_logged_generator_loads_and_generates(smoke_search):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    _, client, experiment = smoke_search
+    trials = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'trial'")
+    gan_trial = next(r for r in trials if float(r.data.params["synth.ratio"]) > 0)
+    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{gan_trial.info.run_id}/generator")
+    images = model.predict(pd.DataFrame({"label": [0, 1], "num": [3, 2]}))
+    assert [i.shape for i in images] == [(3, 1, 28, 28), (2, 1, 28, 28)]

@@ -1,0 +1,77 @@
+"""The trial loop: folds never leak held-out images into GAN training; metrics per fold."""
+
+import numpy as np
+import pytest
+import torch
+
+from gantune.trainables import pipeline
+from gantune.trainables.config import TrialConfig
+from gantune.trainables.data.datasets import DataSplits
+from gantune.trainables.data.folds import make_folds
+from gantune.trainables.gans import GANS
+from gantune.trainables.gans.dcgan import fit_dcgan
+
+FAST = {
+    "data.folds": 3, "data.positive_class": 0,
+    "gan.steps": 2, "gan.width": 16, "gan.latent_dim": 8, "gan.batch_size": 8,
+    "classifier.steps": 4, "classifier.eval_every": 2, "classifier.width": 0.05,
+}
+
+
+def image_ids(images: torch.Tensor) -> set:
+    return {img.numpy().tobytes() for img in images}
+
+
+def test_folds_partition_the_pool_and_are_stratified():
+    labels = np.array([0] * 30 + [1] * 90)
+    folds = make_folds(labels, k=3, seed=0)
+    val = np.concatenate([f.val_idx for f in folds])
+    assert sorted(val) == list(range(120))  # every index held out exactly once
+    for f in folds:
+        assert not set(f.train_idx) & set(f.val_idx)
+        assert np.bincount(labels[f.val_idx]).tolist() == [10, 30]
+
+
+def test_grouped_folds_never_split_a_patient():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 3)
+    labels = np.repeat(rng.integers(0, 2, 40), 3)
+    for f in make_folds(labels, k=4, seed=1, groups=groups):
+        assert not set(groups[f.train_idx]) & set(groups[f.val_idx])
+
+
+def test_no_held_out_image_reaches_gan_training(small_pool, monkeypatch):
+    seen = []
+
+    def spy(cfg, images, **kw):
+        seen.append(image_ids(images))
+        return fit_dcgan(cfg, images, **kw)
+
+    monkeypatch.setitem(GANS, "dcgan", spy)
+    cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 1.0})
+    data = DataSplits(pool=small_pool, test=small_pool.subset(np.arange(4)))
+    folds = make_folds(small_pool.labels.numpy(), 3, cfg.data.seed)
+    results = []
+    pipeline.run_trial(cfg, data, torch.device("cpu"), on_fold=results.append)
+    assert len(seen) == 3 * 2  # one GAN per class per fold
+    for i, fold in enumerate(folds):
+        held_out = image_ids(fold.val_view(small_pool).images)
+        trained_on = seen[2 * i] | seen[2 * i + 1]
+        assert trained_on == image_ids(fold.train_view(small_pool).images)
+        assert not trained_on & held_out
+    assert [r.fold for r in results] == [0, 1, 2]
+
+
+def test_ratio_sets_the_synthetic_count_per_class(small_pool):
+    counts = pipeline.synthetic_counts(small_pool, 1.5)
+    assert counts == {0: 60, 1: 60}
+    assert pipeline.synthetic_counts(small_pool, 0) == {0: 0, 1: 0}
+
+
+def test_real_only_trial_trains_no_gan_and_reports_every_metric(small_pool, monkeypatch):
+    monkeypatch.setitem(GANS, "dcgan", lambda *a, **k: pytest.fail("GAN trained at ratio 0"))
+    cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 0.0})
+    data = DataSplits(pool=small_pool, test=small_pool)
+    means = pipeline.run_trial(cfg, data, torch.device("cpu"))
+    assert set(means) == {f"val_{m}" for m in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")}
+    assert all(0 <= v <= 1 for v in means.values())
