@@ -45,7 +45,7 @@ def test_fit_classifier_few_steps(name):
     losses: list[dict] = []
     model = fit_classifier(
         cfg, x[:16], y[:16], x[16:], y[16:], 3, seed=0,
-        augment=make_augment(AugmentConfig()), report=lambda step, m: losses.append(m),
+        augment=make_augment(AugmentConfig(enabled=True)), report=lambda step, m: losses.append(m),
     )
     assert losses and all(torch.isfinite(torch.tensor(list(m.values()))).all() for m in losses)
     proba = predict_proba(model, x[16:])

@@ -24,8 +24,9 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    enabled: bool = True
-    """Apply classic augmentation at all (the classic-augmentation toggle)."""
+    enabled: bool = False
+    """The classic-augmentation toggle; off by default, so a trial config that embeds this section
+    stays real-only unless it asks for augmentation."""
     strength: float = 1.0
     """In [0, 1]: scales every range and probability below (0 = identity, 1 = the values below)."""
     flip_p: float = 0.5

@@ -15,7 +15,7 @@ from gantune.trainables.data.augment import (
     sample_params,
 )
 
-ONLY = dict(flip_p=0.0, quarter_turn_p=0.0, max_rotation_deg=0.0, max_translate=0.0, max_zoom=0.0)
+ONLY = dict(enabled=True, flip_p=0.0, quarter_turn_p=0.0, max_rotation_deg=0.0, max_translate=0.0, max_zoom=0.0)
 
 
 def images(n=8, c=3, size=16, dtype=torch.float32):
@@ -29,12 +29,12 @@ def params_of(cfg, n, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shape_dtype_device_preserved(dtype):
     x = images(dtype=dtype)
-    y = make_augment(AugmentConfig())(x, torch.Generator().manual_seed(0))
+    y = make_augment(AugmentConfig(enabled=True))(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
 
 
 def test_deterministic_given_seed():
-    x, aug = images(), make_augment(AugmentConfig())
+    x, aug = images(), make_augment(AugmentConfig(enabled=True))
     a = aug(x, torch.Generator().manual_seed(3))
     b = aug(x, torch.Generator().manual_seed(3))
     c = aug(x, torch.Generator().manual_seed(4))
@@ -44,9 +44,12 @@ def test_deterministic_given_seed():
 
 def test_strength_zero_is_identity_and_disables():
     x = images()
-    assert torch.allclose(augment_batch(x, torch.Generator().manual_seed(0), AugmentConfig(strength=0.0)), x, atol=1e-6)
-    assert make_augment(AugmentConfig(strength=0.0)) is None
-    assert make_augment(AugmentConfig(enabled=False)) is None
+    cfg = AugmentConfig(enabled=True, strength=0.0)
+    assert torch.allclose(augment_batch(x, torch.Generator().manual_seed(0), cfg), x, atol=1e-6)
+    assert make_augment(cfg) is None
+    assert make_augment(AugmentConfig()) is None  # off by default
+    off = AugmentConfig(enabled=False, strength=1.0)
+    assert torch.allclose(augment_batch(x, torch.Generator().manual_seed(0), off), x, atol=1e-6)
 
 
 def test_quarter_turns_equal_rot90():
@@ -84,7 +87,7 @@ def test_shift_moves_content_by_pixels():
 
 def test_values_stay_in_range():
     x = images(n=32)
-    y = augment_batch(x, torch.Generator().manual_seed(0), AugmentConfig(max_rotation_deg=20, max_zoom=0.2, max_translate=0.1))
+    y = augment_batch(x, torch.Generator().manual_seed(0), AugmentConfig(enabled=True, max_rotation_deg=20, max_zoom=0.2, max_translate=0.1))
     assert y.min() >= x.min() - 1e-6 and y.max() <= x.max() + 1e-6
 
 
@@ -95,7 +98,7 @@ def test_reflection_padding_no_black_corners():
 
 
 def test_strength_scales_ranges_and_probabilities():
-    full, half = AugmentConfig(), AugmentConfig(strength=0.5)
+    full, half = AugmentConfig(enabled=True), AugmentConfig(enabled=True, strength=0.5)
     a, b = params_of(full, 4000), params_of(half, 4000)
     # Same draws, half the range.
     assert torch.allclose(b.angle, a.angle / 2)
@@ -112,4 +115,4 @@ def test_strength_scales_ranges_and_probabilities():
 @pytest.mark.parametrize("key, value", [("strength", 1.5), ("strength", -0.1), ("flip_p", 2.0), ("max_zoom", -0.1)])
 def test_invalid_config_names_the_key(key, value):
     with pytest.raises(ValueError, match=key):
-        dataclasses.replace(AugmentConfig(), **{key: value})
+        dataclasses.replace(AugmentConfig(enabled=True), **{key: value})
