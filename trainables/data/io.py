@@ -210,9 +210,11 @@ def write_image(
     spacing: tuple[float, ...] | None = None,
     *,
     rgb: bool = False,
+    compress: bool = True,
 ) -> None:
     """Write a numpy-order array: (y, x) or (z, y, x); with `rgb`, a trailing (.., 3) channel axis.
-    `spacing` is in SimpleITK order (x, y[, z]). PNG needs uint8/uint16 pixels and 2D arrays."""
+    `spacing` is in SimpleITK order (x, y[, z]). PNG needs uint8/uint16 pixels and 2D arrays.
+    `compress` is for formats that support it (.mha, .nrrd; .nii.gz is always gzipped)."""
     path = Path(path)
     if not path.name.lower().endswith(WRITE_SUFFIXES):
         raise ValueError(f"{path}: cannot write this format; use one of {WRITE_SUFFIXES}")
@@ -228,7 +230,7 @@ def write_image(
             raise ValueError(f"{path}: spacing {spacing} does not match a {spatial}D image")
         image.SetSpacing(tuple(float(s) for s in spacing))
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    sitk.WriteImage(image, str(path), useCompression=compress)
 
 
 def write_chw(path: str | Path, image: np.ndarray, spacing: tuple[float, float] | None = None) -> None:
