@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import DatasetError
+from .enhance import bilateral_filter, gamma_correction
 from .io import ImageInfo, Slice, SliceRule, read_image, strip_image_suffix, to_slices
 
 CROPS = ("none", "center", "mask")
@@ -240,12 +241,8 @@ def read_and_preprocess(path: str | Path, cfg: PreprocessConfig) -> tuple[list[t
 def enhance(images01: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """(N, C, S, S) in [0, 1] -> the same after the optional bilateral filter and gamma."""
     if cfg.bilateral:
-        from .enhance import bilateral_filter  # imported only when used: shared with the GAN issue
-
         images01 = bilateral_filter(images01, sigma_space=cfg.bilateral_sigma_space, sigma_color=cfg.bilateral_sigma_color)
     if cfg.gamma != 1.0:
-        from .enhance import gamma_correction
-
         images01 = gamma_correction(images01, cfg.gamma)
     return images01
 
