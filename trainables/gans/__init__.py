@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import torch
 
-from .base import DivergedError, GANConfig, TrainedGAN, normal_latent
+from .base import DivergedError, GANConfig, TrainedGAN
+from .daegan import build_daegan_pair, fit_daegan, restore_latent
 from .dcgan import build_dcgan_pair, fit_dcgan
+from .egan import fit_egan
+from .filter import sample_filtered, score_filter
+from .simgan import RefinerConfig, TrainedRefiner, fit_refiner
 
 GANS = {
     "dcgan": fit_dcgan,
+    "egan": fit_egan,
+    "daegan": fit_daegan,
 }
 """family -> fit(cfg, images, *, seed, device, report) -> TrainedGAN"""
 
 NETWORKS = {
     "dcgan": build_dcgan_pair,
+    "egan": build_dcgan_pair,
+    "daegan": build_daegan_pair,
 }
 """family -> build(cfg, image_shape, device) -> (generator, discriminator), to rebuild from a
 checkpoint."""
+
+REFINERS = {
+    "simgan": fit_refiner,
+}
+"""refiner name -> fit(cfg: RefinerConfig, synthetic, real, *, seed, device, report) -> TrainedRefiner"""
+
+FILTERS = {
+    "d_score": sample_filtered,
+}
+"""filter name -> sample(gan, n, threshold, seed, max_rounds) -> (images, fraction kept)"""
 
 
 def generator_checkpoint(gans: dict[int, TrainedGAN], class_names: tuple[str, ...]) -> dict:
@@ -34,8 +52,23 @@ def load_generators(path: str, device: str | torch.device = "cpu") -> dict[int, 
         generator, discriminator = NETWORKS[cfg.family](cfg, shape, torch.device(device))
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
-        loaded[int(label)] = TrainedGAN(cfg, generator, discriminator, normal_latent(cfg.latent_dim), shape)
+        latent = restore_latent(cfg, state.get("latent", {}), torch.device(device))
+        loaded[int(label)] = TrainedGAN(cfg, generator, discriminator, latent, shape)
     return loaded
 
 
-__all__ = ["GANS", "NETWORKS", "GANConfig", "TrainedGAN", "DivergedError", "generator_checkpoint", "load_generators"]
+__all__ = [
+    "GANS",
+    "NETWORKS",
+    "REFINERS",
+    "FILTERS",
+    "GANConfig",
+    "TrainedGAN",
+    "DivergedError",
+    "RefinerConfig",
+    "TrainedRefiner",
+    "generator_checkpoint",
+    "load_generators",
+    "sample_filtered",
+    "score_filter",
+]

@@ -98,7 +98,7 @@ def child_fitness(
     fake term, so its gradient is the real term's (computed once per iteration) plus the fake's."""
     params = [p for p in discriminator.parameters() if p.requires_grad]
     logits = discriminator(fake.detach())
-    quality = torch.sigmoid(logits).mean()
+    quality = torch.sigmoid(logits.detach()).mean()
     loss_fake = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
     fake_grads = torch.autograd.grad(loss_fake, params)  # no create_graph: F_d is only a score
     sq_norm = sum((gr + gf).pow(2).sum() for gr, gf in zip(real_grads, fake_grads))
