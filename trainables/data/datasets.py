@@ -61,6 +61,10 @@ class DataSplits:
 
     pool: ImageDataset
     test: ImageDataset
+    groups: np.ndarray | None = None
+    """Patient (or source-file) id per pool image for grouped folds; None = independent images."""
+    test_files: tuple[str, ...] = ()
+    """Files of the held-out test split when it was drawn here (not MedMNIST's official split)."""
 
 
 MEDMNIST_CLASS_NAMES = {

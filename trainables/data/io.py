@@ -33,7 +33,7 @@ IMAGE_SUFFIXES = (
 SIDECAR_SUFFIXES = (".raw", ".zraw", ".img")
 """Pixel-data companions of header files (.mhd, .nhdr); never images by themselves."""
 
-WRITE_SUFFIXES = (".mha", ".nii.gz", ".nii", ".nrrd", ".png")
+WRITE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".png")
 """File name endings `write_image` accepts."""
 
 SliceRule = str | int
