@@ -61,7 +61,9 @@ def resolve_space(args):
     space = load_space(args.space)
     overrides = dict(parse_override(o) for o in args.overrides)
     if args.smoke_test:
-        overrides = {**SMOKE_TEST, "search.num_samples": 2, **overrides}
+        # One baseline only, so a 2-trial smoke search still trains a GAN pipeline.
+        first_baseline = list(space.search.baselines[:1])
+        overrides = {**SMOKE_TEST, "search.num_samples": 2, "search.baselines": first_baseline, **overrides}
     if args.data:
         overrides["data.path"] = args.data
     if args.num_samples is not None:

@@ -45,8 +45,21 @@ class SearchSettings:
     sampler: str = "tpe"
     """Optuna sampler: 'tpe' or 'random'."""
     baselines: tuple[str, ...] = ("real_only",)
-    """Baseline trials evaluated first in every search."""
+    """Baseline trials evaluated first in every search: 'real_only' and/or 'classic_aug'."""
 
+
+BASELINE_VALUES = {
+    "real_only": {"synth.ratio": 0.0, "augment.enabled": False, "augment.strength": 0.0},
+    "classic_aug": {"synth.ratio": 0.0, "augment.enabled": True},
+}
+"""The searched values that turn a trial into each baseline."""
+
+BASELINE_NEEDS = {
+    "real_only": "it needs 'synth.ratio' searched with 0 in its range and augmentation that can be off "
+    "(augment.enabled false, or augment.strength searched from 0)",
+    "classic_aug": "it needs 'synth.ratio' searched with 0 in its range, augment.enabled true and "
+    "augment.strength searched (its midpoint is the baseline's strength)",
+}
 
 SMOKE_TEST = {
     "data.folds": 2,
@@ -54,6 +67,10 @@ SMOKE_TEST = {
     "gan.log_every": 5,
     "classifier.steps": 20,
     "classifier.eval_every": 10,
+    "refiner.steps": 4,
+    "refiner.pretrain_r_steps": 4,
+    "refiner.pretrain_d_steps": 2,
+    "refiner.log_every": 2,
 }
 """--smoke-test: every budget shrunk so any space finishes in a couple of minutes."""
 
@@ -72,14 +89,17 @@ class Space:
         return {key: to_distribution(self.path, key, d) for key, d in self.domains.items()}
 
     def baseline_points(self) -> list[dict[str, Any]]:
-        """Searched values for each baseline: synth.ratio = 0, the rest at a neutral default."""
+        """Searched values for each baseline, evaluated first: no synthetic image (synth.ratio = 0)
+        and classic augmentation off ('real_only') or on ('classic_aug'); every other searched
+        key at a neutral value (it does not matter without a GAN)."""
         points = []
         for name in self.search.baselines:
-            if name != "real_only":
-                raise SpaceError(f"{self.path}: 'search.baselines' has unknown baseline '{name}'")
             point = {key: neutral_value(d) for key, d in self.domains.items()}
-            if "synth.ratio" in point:
-                point["synth.ratio"] = 0.0
+            point.update({k: v for k, v in BASELINE_VALUES[name].items() if k in self.domains})
+            cfg = TrialConfig.from_flat({**self.fixed, **point})
+            inside = all(in_domain(point[k], d) for k, d in self.domains.items())
+            if cfg.baseline_name() != name or not inside:
+                raise SpaceError(f"{self.path}: 'search.baselines' lists '{name}', but {BASELINE_NEEDS[name]}")
             points.append(point)
         return points
 
@@ -93,7 +113,13 @@ class Space:
             check(self.path, key, value)
             domains.pop(key, None)
             fixed[key] = value
-        return replace(self, fixed=fixed, domains=domains, search=search)
+        space = replace(self, fixed=fixed, domains=domains, search=search)
+        check_baselines(space)
+        return space
+
+    def baseline_of(self, params: dict[str, Any]) -> str | None:
+        """The baseline a trial with these searched values is ('real_only', 'classic_aug') or None."""
+        return TrialConfig.from_flat({**self.fixed, **params}).baseline_name()
 
     def resolved(self) -> dict[str, Any]:
         """Everything a trial will see, for printing and logging: fixed values and domains."""
@@ -110,7 +136,7 @@ def check(path: str, key: str, value: Any) -> None:
     try:
         check_key(key)
         TrialConfig.from_flat({key: value})
-    except (ConfigError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # ConfigError, and dataclasses' own range checks
         raise SpaceError(f"{path}: {exc}") from exc
 
 
@@ -123,6 +149,11 @@ def neutral_value(domain: dict[str, Any]) -> Any:
     else:
         value = (args[0] + args[1]) / 2
     return int(round(value)) if kind in ("int", "logint") else value
+
+
+def in_domain(value: Any, domain: dict[str, Any]) -> bool:
+    (kind, args), = domain.items()
+    return value in args if kind == "choice" else args[0] <= value <= args[1]
 
 
 def to_distribution(path: str, key: str, domain: dict[str, Any]) -> od.BaseDistribution:
@@ -169,6 +200,9 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
         raise SpaceError(f"{path}: 'search.scheduler' must be asha or fifo, got {settings.scheduler!r}")
     if settings.sampler not in ("tpe", "random"):
         raise SpaceError(f"{path}: 'search.sampler' must be tpe or random, got {settings.sampler!r}")
+    unknown = set(settings.baselines) - set(BASELINE_VALUES)
+    if unknown:
+        raise SpaceError(f"{path}: 'search.baselines' has unknown {sorted(unknown)}; use {sorted(BASELINE_VALUES)}")
     for key in ("num_samples", "max_concurrent", "grace_period", "reduction_factor"):
         if not isinstance(getattr(settings, key), int) or getattr(settings, key) < 1:
             raise SpaceError(f"{path}: 'search.{key}' must be a whole number >= 1, got {getattr(settings, key)!r}")
@@ -210,9 +244,4 @@ def load_space(path: str | Path) -> Space:
 
 
 def check_baselines(space: Space) -> None:
-    ratio = space.domains.get("synth.ratio")
-    if "real_only" in space.search.baselines and ratio is not None:
-        (kind, args), = ratio.items()
-        contains_zero = 0 in args if kind == "choice" else args[0] <= 0 <= args[1]
-        if not contains_zero:
-            raise SpaceError(f"{space.path}: 'synth.ratio' must include 0 for the real-only baseline, got {ratio}")
+    space.baseline_points()  # raises a SpaceError naming what a listed baseline needs

@@ -85,26 +85,44 @@ class CloseTrialRuns(Callback):
         self._close(trial, "FAILED", reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
 
 
-def leaderboard_rows(result_grid, metric: str, mode: str, hyperparameters: list[str]) -> list[dict]:
-    """One row per trial, best first, with its delta against the real-only baseline."""
+def leaderboard_rows(result_grid, space) -> list[dict]:
+    """One row per trial, best first, with its delta against each baseline of the search and
+    against the better of them."""
+    metric, mode = space.search.metric, space.search.mode
     rows = []
     for result in result_grid:
         m = result.metrics or {}
         value = m.get(metric)
-        row = {
+        rows.append({
             "trial_id": m.get("trial_id", ""),
-            metric: value if value is not None else float("nan"),
+            metric: float(value) if value is not None else float("nan"),
+            "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
             "status": "ERROR" if result.error else "OK",
-            **{k: result.config.get(k) for k in hyperparameters},
-        }
-        rows.append(row)
-    baseline = [r[metric] for r in rows if r.get("synth.ratio") == 0 and not math.isnan(r[metric])]
-    base = max(baseline) if baseline and mode == "max" else (min(baseline) if baseline else float("nan"))
+            **{k: result.config.get(k) for k in sorted(space.domains)},
+        })
+    better = max if mode == "max" else min
+    baselines = {}
+    for name in space.search.baselines:
+        values = [r[metric] for r in rows if r["baseline"] == name and not math.isnan(r[metric])]
+        baselines[name] = better(values) if values else float("nan")
+    known = [v for v in baselines.values() if not math.isnan(v)]
+    best_baseline = better(known) if known else float("nan")
     for row in rows:
-        row[f"delta_{metric}_vs_real_only"] = row[metric] - base
+        for name, value in baselines.items():
+            row[f"delta_{metric}_vs_{name}"] = row[metric] - value
+        row[f"delta_{metric}_vs_best_baseline"] = row[metric] - best_baseline
     sign = -1 if mode == "max" else 1
     return sorted(rows, key=lambda r: (math.isnan(r[metric]), sign * (0 if math.isnan(r[metric]) else r[metric])))
+
+
+def log_trial_deltas(client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str) -> None:
+    """Each trial run also gets its delta against the better baseline, for sorting in the UI."""
+    key = f"delta_{metric}_vs_best_baseline"
+    for row in rows:
+        run = find_trial_run(client, experiment_id, parent_run_id, row["trial_id"])
+        if run is not None and not math.isnan(row[key]):
+            client.log_metric(run.info.run_id, key, row[key])
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
@@ -136,7 +154,7 @@ def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metri
     if best:
         client.log_metric(run_id, f"best_{metric}", best[metric])
         client.set_tag(run_id, "gantune.best_trial_id", best["trial_id"])
-        delta = best[f"delta_{metric}_vs_real_only"]
-        if not math.isnan(delta):
-            client.log_metric(run_id, f"best_delta_{metric}_vs_real_only", delta)
+        for key, value in best.items():
+            if key.startswith(f"delta_{metric}_vs_") and not math.isnan(value):
+                client.log_metric(run_id, f"best_{key}", value)
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))

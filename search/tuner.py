@@ -115,7 +115,8 @@ def run_search(space: Space, data: DataSplits, options: RunOptions) -> tuple[lis
     finally:
         rows = []
         if not failed:
-            rows = tracking.leaderboard_rows(results, space.search.metric, space.search.mode, sorted(space.domains))
+            rows = tracking.leaderboard_rows(results, space)
+            tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
         table = tracking.format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, failed)
     return rows, parent_run_id
@@ -123,4 +124,7 @@ def run_search(space: Space, data: DataSplits, options: RunOptions) -> tuple[lis
 
 def leaderboard_columns(space: Space) -> list[str]:
     metric = space.search.metric
-    return ["trial_id", metric, f"delta_{metric}_vs_real_only", "folds_done", "status", *sorted(space.domains)]
+    deltas = [f"delta_{metric}_vs_{name}" for name in space.search.baselines]
+    if len(deltas) > 1:
+        deltas.append(f"delta_{metric}_vs_best_baseline")
+    return ["trial_id", metric, *deltas, "baseline", "folds_done", "status", *sorted(space.domains)]

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .classifiers import ClassifierConfig
+from .data.augment import AugmentConfig
 from .gans.base import GANConfig
+from .gans.simgan import RefinerConfig
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,26 @@ class SynthConfig:
     """Synthetic images per real training image, per class; 0 = real images only."""
     sample_seed: int = 1234
     """Seed of the fixed latent grid logged as samples/*.png, the same for every trial."""
+    refiner: str = "none"
+    """'none', or a refiner applied to every synthetic image ('simgan'; see the refiner section)."""
+    filter_threshold: float = 0.0
+    """Discriminator-score filter (eye paper: 0.76): keep a synthetic image only if its GAN's
+    discriminator scores it >= this; 0 keeps everything."""
+    gen_metrics: bool = False
+    """Log generative metrics (classifier-feature Frechet distance, PRDC, memorisation); costs one
+    extra real-only classifier per fold."""
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    bilateral: bool = False
+    """Skin paper: an edge-preserving bilateral filter on every image before anything else."""
+    sigma_space: float = 1.5
+    """Bilateral filter: spatial sigma in pixels."""
+    sigma_color: float = 0.1
+    """Bilateral filter: intensity sigma as a fraction of the value range."""
+    gamma: float = 1.0
+    """Skin paper: gamma correction O = I^(1/gamma) on [0, 1] intensities (paper: 1.5); 1 = off."""
 
 
 SECTIONS: dict[str, type] = {
@@ -40,6 +62,9 @@ SECTIONS: dict[str, type] = {
     "gan": GANConfig,
     "classifier": ClassifierConfig,
     "synth": SynthConfig,
+    "augment": AugmentConfig,
+    "refiner": RefinerConfig,
+    "enhance": EnhanceConfig,
 }
 """Space-file section -> the dataclass its keys configure."""
 
@@ -50,6 +75,9 @@ class TrialConfig:
     gan: GANConfig = field(default_factory=GANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     seed: int = 0
     """Seed of GAN and classifier training; shared by all trials (paired comparison)."""
 
@@ -63,8 +91,11 @@ class TrialConfig:
         return cls(**{s: make_section(s, v) for s, v in grouped.items()}, seed=seed)
 
     def baseline_name(self) -> str | None:
-        """'real_only' when no synthetic image is added (whatever the GAN settings say)."""
-        return "real_only" if self.synth.ratio == 0 else None
+        """Trials adding no synthetic image are baselines, whatever their GAN settings say:
+        'classic_aug' with classic augmentation on, else 'real_only'."""
+        if self.synth.ratio != 0:
+            return None
+        return "classic_aug" if self.augment.active else "real_only"
 
     def to_flat(self) -> dict[str, Any]:
         return {
@@ -85,13 +116,33 @@ def check_key(key: str) -> tuple[str, str]:
     return section, name
 
 
+def registry_choices() -> dict[str, set[str]]:
+    """Keys whose value names an entry of an explicit registry."""
+    from .classifiers import CLASSIFIERS
+    from .gans import GANS, REFINERS
+
+    return {
+        "gan.family": set(GANS),
+        "classifier.name": set(CLASSIFIERS),
+        "classifier.optimizer": {"rmsprop", "sgd", "adam"},
+        "synth.refiner": {"none", *REFINERS},
+    }
+
+
 def make_section(section: str, values: dict[str, Any]):
     cls = SECTIONS[section]
     types = {f.name: f.type for f in fields(cls)}
     coerced = {}
+    choices = registry_choices()
     for name, value in values.items():
-        coerced[name] = coerce(f"{section}.{name}", types[name], value)
-    return cls(**coerced)
+        key = f"{section}.{name}"
+        coerced[name] = coerce(key, types[name], value)
+        if key in choices and coerced[name] not in choices[key]:
+            raise ConfigError(f"'{key}' must be one of {sorted(choices[key])}, got {value!r}")
+    try:
+        return cls(**coerced)
+    except ValueError as exc:
+        raise ConfigError(f"'{section}': {exc}") from exc
 
 
 def coerce(key: str, type_name: Any, value: Any) -> Any:

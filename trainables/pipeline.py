@@ -1,5 +1,6 @@
 """One trial: for each fold, GAN(s) on the fold's training images only -> synthetic images at the
-ratio -> classifier on real + synthetic -> metrics on the fold's real held-out images.
+ratio (score-filtered, optionally refined) -> classifier on real + synthetic -> metrics on the
+fold's real held-out images.
 
 `run_trial` is plain PyTorch with an `on_fold` callback; `trainable` is the thin Ray Tune adapter
 that also owns the trial's MLflow run (through trainables/tracking.py)."""
@@ -11,13 +12,33 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from .classifiers import fit_classifier, predict_proba
-from .config import TrialConfig
+from .config import EnhanceConfig, TrialConfig
+from .data.augment import make_augment
 from .data.datasets import DataSplits, ImageDataset
+from .data.enhance import bilateral_filter, gamma_correction
 from .data.folds import Fold, make_folds
-from .gans import GANS, TrainedGAN
+from .gans import FILTERS, GANS, REFINERS, DivergedError, TrainedGAN, TrainedRefiner
+from .generative_metrics import RealReferenceCache, generative_metrics
 from .metrics import METRIC_NAMES, classification_metrics
+
+
+@dataclass
+class Synthetic:
+    """What the generative stages of a trial produced for one training set."""
+
+    gans: dict[int, TrainedGAN] = field(default_factory=dict)
+    refiners: dict[int, TrainedRefiner] = field(default_factory=dict)
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    unrefined: torch.Tensor | None = None
+    """The same images before refinement (for refined-vs-unrefined grids); None without refiner."""
+    kept_fraction: dict[int, float] = field(default_factory=dict)
+    """Per class: the share of sampled images the discriminator-score filter kept."""
+    history: dict[str, float] = field(default_factory=dict)
+    """Last reported training diagnostics of every GAN / refiner, keyed "<name>_c<class>"."""
 
 
 @dataclass
@@ -26,19 +47,13 @@ class FoldResult:
     metrics: dict[str, float]
     val_labels: np.ndarray
     val_proba: np.ndarray
-    gans: dict[int, TrainedGAN]
+    synthetic: Synthetic
     synthetic_counts: dict[int, int]
-    gan_history: dict[str, list[float]] = field(default_factory=dict)
+    gen_metrics: dict[str, float] = field(default_factory=dict)
 
-
-def synthesize(gans: dict[int, TrainedGAN], counts: dict[int, int], seed: int):
-    """Per-class synthetic images and labels, concatenated: ((M, C, H, W), (M,))."""
-    images, labels = [], []
-    for label, gan in gans.items():
-        batch = gan.sample(counts[label], seed=seed + label)
-        images.append(batch)
-        labels.append(torch.full((len(batch),), label, dtype=torch.long, device=batch.device))
-    return torch.cat(images), torch.cat(labels)
+    @property
+    def gans(self) -> dict[int, TrainedGAN]:
+        return self.synthetic.gans
 
 
 def synthetic_counts(train: ImageDataset, ratio: float) -> dict[int, int]:
@@ -46,32 +61,102 @@ def synthetic_counts(train: ImageDataset, ratio: float) -> dict[int, int]:
     return {c: int(round(ratio * n)) for c, n in enumerate(train.class_counts())}
 
 
-def fit_class_gans(cfg: TrialConfig, train: ImageDataset, device: torch.device, seed: int) -> dict[int, TrainedGAN]:
-    """One GAN per class (the papers' way), each trained on that class's fold-training images."""
-    fit = GANS[cfg.gan.family]
-    return {
-        c: fit(cfg.gan, train.of_class(c), seed=seed + 1000 * c, device=device)
-        for c in range(train.num_classes)
-    }
+def enhance(images: torch.Tensor, cfg: EnhanceConfig) -> torch.Tensor:
+    """The skin paper's bilateral filter and gamma correction, on [-1, 1] images on the device."""
+    if cfg.bilateral:
+        images = bilateral_filter(images, sigma_space=cfg.sigma_space, sigma_color=cfg.sigma_color, value_range=(-1, 1))
+    if cfg.gamma != 1.0:
+        images = gamma_correction(images, cfg.gamma, value_range=(-1, 1))
+    return images
 
 
-def run_fold(cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device) -> FoldResult:
-    train, val = fold.train_view(pool), fold.val_view(pool)  # the only views this fold may use
-    seed = cfg.seed + 7919 * fold.index
-    # --- GANs on the fold's training images only ---
+def last_values(history: dict[str, list[float]], suffix: str) -> dict[str, float]:
+    return {f"{k}_{suffix}": v[-1] for k, v in history.items() if v}
+
+
+def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int], device: torch.device, seed: int) -> Synthetic:
+    """Per class: fit a GAN on the class's training images only, sample (score-filtered), refine."""
+    out = Synthetic()
+    images, unrefined, labels = [], [], []
+    for c, n in counts.items():
+        real = train.of_class(c)
+        class_seed = seed + 1000 * c
+        # --- GAN on this class's fold-training images ---
+        gan = GANS[cfg.gan.family](cfg.gan, real, seed=class_seed, device=device)
+        out.gans[c] = gan
+        out.history.update(last_values(gan.history, f"c{c}"))
+        # --- Sample, keeping what the discriminator scores >= threshold ---
+        if cfg.synth.filter_threshold > 0:
+            fake, out.kept_fraction[c] = FILTERS["d_score"](gan, n, cfg.synth.filter_threshold, class_seed)
+        else:
+            fake = gan.sample(n, seed=class_seed)
+        # --- Refine (SimGAN) against the same class's real images ---
+        if cfg.synth.refiner != "none" and len(fake):
+            refiner = REFINERS[cfg.synth.refiner](cfg.refiner, fake, real, seed=class_seed, device=device)
+            out.refiners[c] = refiner
+            out.history.update(last_values(refiner.history, f"c{c}"))
+            unrefined.append(fake)
+            fake = refiner.refine(fake)
+        images.append(fake)
+        labels.append(torch.full((len(fake),), c, dtype=torch.long, device=fake.device))
+    out.images, out.labels = torch.cat(images), torch.cat(labels)
+    out.unrefined = torch.cat(unrefined) if unrefined else None
+    return out
+
+
+def fit_pipeline(
+    cfg: TrialConfig, train: ImageDataset, early_stop: ImageDataset, device: torch.device, seed: int
+) -> tuple[nn.Module, Synthetic, dict[int, int]]:
+    """Everything a trial fits on one training set: GANs (and refiners) on `train` only, then the
+    classifier on real + synthetic images, early-stopped on the real `early_stop` images."""
     counts = synthetic_counts(train, cfg.synth.ratio)
-    gans = fit_class_gans(cfg, train, device, seed) if sum(counts.values()) > 0 else {}
-    # --- Mix synthetic images in at the ratio ---
+    synthetic = make_synthetic(cfg, train, counts, device, seed) if sum(counts.values()) > 0 else Synthetic()
     x, y = train.images, train.labels
-    if gans:
-        synth_x, synth_y = synthesize(gans, counts, seed)
-        x, y = torch.cat([x, synth_x]), torch.cat([y, synth_y])
-    # --- Classifier on real + synthetic, early-stopped on the fold's real validation images ---
-    model = fit_classifier(cfg.classifier, x, y, val.images, val.labels, pool.num_classes, seed=seed)
-    proba = predict_proba(model, val.images).cpu().numpy()
-    labels = val.labels.cpu().numpy()
-    metrics = classification_metrics(labels, proba, positive=cfg.data.positive_class)
-    return FoldResult(fold.index, metrics, labels, proba, gans, counts)
+    if synthetic.images is not None:
+        x, y = torch.cat([x, synthetic.images]), torch.cat([y, synthetic.labels])
+    model = fit_classifier(
+        cfg.classifier, x, y, early_stop.images, early_stop.labels, train.num_classes,
+        seed=seed, augment=make_augment(cfg.augment),
+    )
+    return model, synthetic, counts
+
+
+def score(model: nn.Module, data: ImageDataset, positive: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """(metrics, labels, probabilities) of a classifier on real images."""
+    proba = predict_proba(model, data.images).cpu().numpy()
+    labels = data.labels.cpu().numpy()
+    return classification_metrics(labels, proba, positive=positive), labels, proba
+
+
+def fold_seed(cfg: TrialConfig, fold: Fold) -> int:
+    return cfg.seed + 7919 * fold.index
+
+
+def run_fold(
+    cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device, references: RealReferenceCache | None = None
+) -> FoldResult:
+    train, val = fold.train_view(pool), fold.val_view(pool)  # the only views this fold may use
+    seed = fold_seed(cfg, fold)
+    model, synthetic, counts = fit_pipeline(cfg, train, val, device, seed)
+    metrics, labels, proba = score(model, val, cfg.data.positive_class)
+    result = FoldResult(fold.index, metrics, labels, proba, synthetic, counts)
+    if references is not None and synthetic.images is not None:
+        result.gen_metrics = fold_generative_metrics(cfg, references, fold.index, train, val, synthetic.images, seed)
+    return result
+
+
+def fold_generative_metrics(cfg, references, fold_index, train, val, synthetic_images, seed) -> dict[str, float]:
+    """Synthetic vs real in the feature space of a classifier trained on the fold's real images only."""
+
+    def real_only_classifier() -> nn.Module:
+        return fit_classifier(cfg.classifier, train.images, train.labels, val.images, val.labels, train.num_classes, seed=seed)
+
+    reference = references.get(fold_index, train.images, val.images, real_only_classifier)
+    return generative_metrics(reference, synthetic_images)
+
+
+def trial_folds(cfg: TrialConfig, data: DataSplits) -> list[Fold]:
+    return make_folds(data.pool.labels.cpu().numpy(), cfg.data.folds, cfg.data.seed, groups=data_groups(data))
 
 
 def run_trial(
@@ -79,10 +164,11 @@ def run_trial(
 ) -> dict[str, float]:
     """All folds in order; returns the mean metrics over folds as val_* keys."""
     pool = data.pool.to(device)
-    folds = make_folds(pool.labels.cpu().numpy(), cfg.data.folds, cfg.data.seed, groups=data_groups(data))
+    pool = ImageDataset(enhance(pool.images, cfg.enhance), pool.labels, pool.class_names, pool.source)
+    references = RealReferenceCache() if cfg.synth.gen_metrics else None
     results = []
-    for fold in folds:
-        result = run_fold(cfg, pool, fold, device)
+    for fold in trial_folds(cfg, data):
+        result = run_fold(cfg, pool, fold, device, references)
         results.append(result)
         if on_fold:
             on_fold(result)
@@ -94,7 +180,11 @@ def data_groups(data: DataSplits):
 
 
 def mean_metrics(results: list[FoldResult]) -> dict[str, float]:
-    return {f"val_{m}": float(np.nanmean([r.metrics[m] for r in results])) for m in METRIC_NAMES}
+    means = {f"val_{m}": float(np.nanmean([r.metrics[m] for r in results])) for m in METRIC_NAMES}
+    with_gen = [r.gen_metrics for r in results if r.gen_metrics]
+    for key in with_gen[0] if with_gen else ():
+        means[key] = float(np.nanmean([g[key] for g in with_gen]))
+    return means
 
 
 def fold_metrics(result: FoldResult) -> dict[str, float]:
@@ -117,6 +207,47 @@ class StudySettings:
     parent_run_id: str
     seed: int = 0
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    """GPU share per trial; a fraction below 1 also caps the trial's CUDA memory to that share."""
+    metric: str = "val_auc"
+    """The searched metric; a trial that fails for good reports its worst value to the searcher."""
+    mode: str = "max"
+    """'max' or 'min', the direction of `metric`."""
+
+
+class TrialOOMError(RuntimeError):
+    """CUDA ran out of memory in a trial; retrying with the same settings would fail again."""
+
+
+OOM_HINT = "lower gan.batch_size / classifier.batch_size, or raise --gpus-per-trial (a larger GPU share)"
+
+
+def final_failure(exc: BaseException) -> Exception | None:
+    """The failures that no retry with the same config can fix (None for any other error, which
+    Tune retries up to --max-failures)."""
+    if isinstance(exc, DivergedError):
+        return exc
+    if isinstance(exc, torch.OutOfMemoryError):
+        return TrialOOMError(f"CUDA out of memory: {str(exc).splitlines()[0] if str(exc) else exc!r}; {OOM_HINT}")
+    return None
+
+
+def failure_report(exc: Exception, settings: StudySettings, folds_done: int) -> dict[str, float]:
+    """The result a trial that failed for good reports: the worst value of the metric, so the
+    searcher records it (an Optuna trial never stays RUNNING) and steers away from it."""
+    worst = 0.0 if settings.mode == "max" else float("inf")
+    flag = "diverged" if isinstance(exc, DivergedError) else "oom"
+    return {settings.metric: worst, "folds_done": folds_done, flag: 1}
+
+
+def trial_device(gpus_per_trial: float) -> torch.device:
+    """CUDA when Ray gave the trial a GPU share; a fraction also caps the process's CUDA memory,
+    so trials packed on one GPU cannot starve each other."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if 0 < gpus_per_trial < 1:
+        torch.cuda.set_per_process_memory_fraction(gpus_per_trial)
+    return torch.device("cuda")
 
 
 def trainable(config: dict, settings: StudySettings) -> None:
@@ -128,7 +259,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
 
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     cfg = TrialConfig.from_flat({**settings.fixed, **config}, seed=settings.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = trial_device(settings.gpus_per_trial)
     trial_id = tune.get_context().get_trial_id()
     run = tracking.TrialRun.open(settings, trial_id, params=config, cfg=cfg)
     results: list[FoldResult] = []
@@ -144,5 +275,10 @@ def trainable(config: dict, settings: StudySettings) -> None:
     try:
         run_trial(cfg, settings.data, device, on_fold)
     except Exception as exc:
-        run.fail(exc)
-        raise
+        failure = final_failure(exc)
+        if failure is None:
+            run.fail(exc)
+            raise
+        # Reported, not raised: Tune would retry an error with the very same config.
+        run.fail(failure)
+        tune.report(failure_report(failure, settings, len(results)))

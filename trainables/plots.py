@@ -52,3 +52,26 @@ def save_roc(labels: np.ndarray, proba: np.ndarray, class_names, path: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_egan_plot(gans: dict, class_names, path: str) -> None:
+    """E-GAN diagnostics per class: which mutation was selected (share per report) and the mean
+    quality / diversity fitness of the selected children."""
+    fig, axes = plt.subplots(len(gans), 2, figsize=(9, 3 * len(gans)), squeeze=False)
+    for row, (label, gan) in zip(axes, gans.items()):
+        shares = {k.removeprefix("egan_share_"): v for k, v in gan.history.items() if k.startswith("egan_share_")}
+        steps = range(1, 1 + max((len(v) for v in shares.values()), default=0))
+        if shares:
+            row[0].stackplot(steps, *shares.values(), labels=list(shares))
+            row[0].legend(loc="upper right", fontsize=7)
+        row[0].set_title(f"{class_names[label]}: selected mutation share")
+        row[0].set_xlabel("report")
+        for key in ("egan_fq", "egan_fd"):
+            if key in gan.history:
+                row[1].plot(range(1, len(gan.history[key]) + 1), gan.history[key], label=key.removeprefix("egan_"))
+        row[1].set_title(f"{class_names[label]}: fitness of the selected child")
+        row[1].set_xlabel("report")
+        row[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from .config import TrialConfig
 from .gans import DivergedError, generator_checkpoint
-from .plots import save_confusion_matrix, save_grid, save_roc
+from .plots import save_confusion_matrix, save_egan_plot, save_grid, save_roc
 
 GRID_PER_CLASS = 16
 PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "gantune"]
@@ -68,13 +68,16 @@ class TrialRun:
         step = len(results)
         per_fold = {f"fold{result.fold}_val_{k}": v for k, v in result.metrics.items()}
         self.log_metrics({**means, **per_fold, "folds_done": step}, step=step)
-        if result.gan_history:
-            self.log_metrics({k: v[-1] for k, v in result.gan_history.items() if v}, step=step)
+        synthetic = result.synthetic
+        diagnostics = {**synthetic.history, **{f"fold{result.fold}_{k}": v for k, v in result.gen_metrics.items()}}
+        diagnostics.update({f"synth_kept_fraction_c{c}": f for c, f in synthetic.kept_fraction.items()})
+        if diagnostics:
+            self.log_metrics(diagnostics, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             self._log_plots(results, tmp)
-            if result.gans:
-                self._log_samples(result.gans, tmp)
-                self._log_generator(result.gans, tmp)
+            if synthetic.gans:
+                self._log_samples(synthetic, tmp)
+                self._log_generator(synthetic, tmp)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(1000 * time.time())
@@ -91,19 +94,30 @@ class TrialRun:
         save_roc(labels, proba, self.class_names, os.path.join(plots, "roc.png"))
         self.client.log_artifacts(self.run_id, plots, "plots")
 
-    def _log_samples(self, gans: dict, tmp: str) -> None:
+    def _log_samples(self, synthetic, tmp: str) -> None:
         samples = os.path.join(tmp, "samples")
         os.makedirs(samples)
-        for label, gan in gans.items():
+        for label, gan in synthetic.gans.items():
             # The same latent seed in every trial and fold, so grids compare across runs.
             images = gan.sample(GRID_PER_CLASS, seed=self.cfg.synth.sample_seed)
-            save_grid(images, os.path.join(samples, f"class_{label}_{self.class_names[label]}.png"))
+            name = f"class_{label}_{self.class_names[label]}"
+            save_grid(images, os.path.join(samples, f"{name}.png"))
+            if label in synthetic.refiners:
+                # Row pairs: unrefined above, refined below, same latents.
+                refined = synthetic.refiners[label].refine(images)
+                pairs = torch.stack([images[:8], refined[:8]]).flatten(0, 1)
+                save_grid(pairs, os.path.join(samples, f"{name}_unrefined_vs_refined.png"), columns=8)
         self.client.log_artifacts(self.run_id, samples, "samples")
+        evolution = {k: v for gan in synthetic.gans.values() for k, v in gan.history.items() if k.startswith("egan_")}
+        if evolution:
+            path = os.path.join(tmp, "egan_selection.png")
+            save_egan_plot(synthetic.gans, self.class_names, path)
+            self.client.log_artifact(self.run_id, path, "plots")
 
-    def _log_generator(self, gans: dict, tmp: str) -> None:
-        """The fold's per-class generators as a pyfunc model at artifact path `generator`."""
+    def _log_generator(self, synthetic, tmp: str) -> None:
+        """The fold's per-class generators (and refiners) as a pyfunc model at `generator/`."""
         checkpoint = os.path.join(tmp, "generator.pt")
-        torch.save(generator_checkpoint(gans, self.class_names), checkpoint)
+        torch.save(generator_checkpoint(synthetic.gans, self.class_names, synthetic.refiners), checkpoint)
         model_dir = os.path.join(tmp, "generator")
         mlflow.pyfunc.save_model(
             model_dir,

@@ -40,7 +40,7 @@ def test_demo_space_resolves_fixed_and_searched_keys():
         ("gan: {lr: {uniform: [2, 1]}}", "'gan.lr' uniform needs low < high"),
         ("gan: {steps: many}", "'gan.steps' must be int"),
         ("gan: {lr: {gaussian: [0, 1]}}", "'gan.lr' must be a value or one of"),
-        ("synth: {ratio: {uniform: [1, 3]}}", "'synth.ratio' must include 0"),
+        ("synth: {ratio: {uniform: [1, 3]}}", "lists 'real_only', but it needs 'synth.ratio' searched with 0"),
         ("search: {mode: maximum}", "'search.mode' must be max or min"),
         ("search: {num_sample: 3}", "unknown key 'search.num_sample'"),
         ("gan: [1, 2", "not valid YAML"),
@@ -55,9 +55,26 @@ def test_bad_space_names_file_and_key(tmp_path, text, message):
 
 
 def test_overrides_fix_a_searched_key_and_smoke_shrinks_budgets():
-    space = load_space(DEMO).with_overrides({**SMOKE_TEST, "synth.ratio": 1.0})
+    space = load_space(DEMO).with_overrides({**SMOKE_TEST, "synth.ratio": 1.0, "search.baselines": []})
     assert "synth.ratio" not in space.domains and space.fixed["synth.ratio"] == 1.0
     assert space.fixed["gan.steps"] == SMOKE_TEST["gan.steps"] < load_space(DEMO).fixed["gan.steps"]
+
+
+def test_a_baseline_the_space_cannot_express_is_an_error(tmp_path):
+    with pytest.raises(SpaceError, match="'search.baselines' lists 'real_only'"):
+        load_space(DEMO).with_overrides({"synth.ratio": 1.0})
+    path = write(tmp_path, "synth: {ratio: {uniform: [0, 2]}}\nsearch: {baselines: [real_only, classic_aug]}")
+    with pytest.raises(SpaceError, match="lists 'classic_aug', but it needs"):
+        load_space(path)
+
+
+def test_both_baselines_are_evaluated_first_in_the_full_space():
+    space = load_space(ROOT / "spaces" / "daegan_simgan.yaml")
+    real_only, classic = space.baseline_points()
+    assert real_only["synth.ratio"] == classic["synth.ratio"] == 0.0
+    assert real_only["augment.strength"] == 0.0 < classic["augment.strength"]
+    assert space.baseline_of(real_only) == "real_only" and space.baseline_of(classic) == "classic_aug"
+    assert space.baseline_of({**classic, "synth.ratio": 1.0}) is None
 
 
 def test_dry_run_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,7 @@ from .daegan import build_daegan_pair, fit_daegan, restore_latent
 from .dcgan import build_dcgan_pair, fit_dcgan
 from .egan import fit_egan
 from .filter import sample_filtered, score_filter
-from .simgan import RefinerConfig, TrainedRefiner, fit_refiner
+from .simgan import LocalDiscriminator, Refiner, RefinerConfig, TrainedRefiner, fit_refiner
 
 GANS = {
     "dcgan": fit_dcgan,
@@ -37,9 +37,33 @@ FILTERS = {
 """filter name -> sample(gan, n, threshold, seed, max_rounds) -> (images, fraction kept)"""
 
 
-def generator_checkpoint(gans: dict[int, TrainedGAN], class_names: tuple[str, ...]) -> dict:
-    """All per-class GANs of a trial as one dict of state_dicts (never pickled modules)."""
-    return {"class_names": list(class_names), "gans": {str(c): g.state() for c, g in gans.items()}}
+def generator_checkpoint(
+    gans: dict[int, TrainedGAN], class_names: tuple[str, ...], refiners: dict[int, TrainedRefiner] | None = None
+) -> dict:
+    """All per-class GANs (and refiners) of a trial as one dict of state_dicts, never pickled modules."""
+    return {
+        "class_names": list(class_names),
+        "gans": {str(c): g.state() for c, g in gans.items()},
+        "refiners": {str(c): r.state() for c, r in (refiners or {}).items()},
+    }
+
+
+def restore_refiner(state: dict, device: torch.device) -> TrainedRefiner:
+    cfg = RefinerConfig(**state["config"])
+    channels = state["refiner"]["body.0.weight"].shape[1]  # first conv: (width, C, 3, 3)
+    refiner, discriminator = Refiner(channels, cfg.width).to(device), LocalDiscriminator(channels, cfg.width).to(device)
+    refiner.load_state_dict(state["refiner"])
+    discriminator.load_state_dict(state["discriminator"])
+    return TrainedRefiner(cfg, refiner, discriminator)
+
+
+def load_refiners(path: str, device: str | torch.device = "cpu") -> dict[int, TrainedRefiner]:
+    """Rebuild per-class SimGAN refiners from `generator_checkpoint`'s file ({} when none)."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    return {
+        int(label): restore_refiner(state, torch.device(device))
+        for label, state in checkpoint.get("refiners", {}).items()
+    }
 
 
 def load_generators(path: str, device: str | torch.device = "cpu") -> dict[int, TrainedGAN]:
@@ -69,6 +93,7 @@ __all__ = [
     "TrainedRefiner",
     "generator_checkpoint",
     "load_generators",
+    "load_refiners",
     "sample_filtered",
     "score_filter",
 ]
