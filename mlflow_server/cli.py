@@ -45,6 +45,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth-credentials-file", type=Path, help=f"file with {USER_ENV}=... and {PASSWORD_ENV}=... lines"
     )
+    parser.add_argument(
+        "--auth-cache-ttl", type=int, default=_D.auth_cache_ttl_seconds,
+        help=f"seconds a verified password stays trusted per worker (default {_D.auth_cache_ttl_seconds}; 0 = off)",
+    )  # fmt: skip
     parser.add_argument("--auth-database-uri", help="users/permissions database (default: sqlite basic_auth.db)")
     parser.add_argument("--workdir", type=Path, default=_D.workdir, help="where the default stores live (default .)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved command and exit")
@@ -64,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             auth=args.auth,
             auth_credentials_file=args.auth_credentials_file,
             auth_database_uri=args.auth_database_uri,
+            auth_cache_ttl_seconds=args.auth_cache_ttl,
             workdir=args.workdir,
         )
     )

@@ -9,6 +9,7 @@ environment and are never written to disk or printed.
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import os
 import secrets
 import signal
@@ -71,6 +72,10 @@ class ServerConfig:
     """Database of users and permissions; None means `basic_auth.db` (SQLite) in `workdir`."""
     auth_default_permission: str = "READ"
     """Permission of authenticated users on resources nobody granted them (MLflow's default)."""
+    auth_cache_ttl_seconds: int = 60
+    """How long a worker trusts a verified password (MLflow's auth_cache_ttl_seconds; 0 = off).
+    Each check is a deliberately slow hash and trials send many small requests, so gantune turns
+    the cache on; a password change reaches other workers within this many seconds."""
     workdir: Path = Path(".")
     """Directory for the default SQLite stores, artifacts and the auth ini."""
 
@@ -104,15 +109,33 @@ def resolve(cfg: ServerConfig) -> ServerConfig:
         raise ServerError(
             f"--s3-endpoint-url only applies to an s3:// --artifacts-destination, got {destination!r}"
         )
+    if cfg.auth_cache_ttl_seconds < 0:
+        raise ServerError(f"--auth-cache-ttl must be >= 0 seconds, got {cfg.auth_cache_ttl_seconds}")
     if cfg.auth_credentials_file is not None and not cfg.auth:
         raise ServerError("--auth-credentials-file needs --auth")
     return replace(
         cfg,
         workdir=workdir,
-        backend_store_uri=cfg.backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}",
+        backend_store_uri=with_installed_postgres_driver(cfg.backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}"),
         artifacts_destination=destination,
-        auth_database_uri=cfg.auth_database_uri or f"sqlite:///{workdir / 'basic_auth.db'}",
+        auth_database_uri=with_installed_postgres_driver(
+            cfg.auth_database_uri or f"sqlite:///{workdir / 'basic_auth.db'}"
+        ),
     )
+
+
+def with_installed_postgres_driver(uri: str) -> str:
+    """Map a bare postgresql:// URI onto psycopg2 when psycopg (v3) is not installed.
+
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg v3, while psycopg2-binary is the driver
+    gantune installs; without this the server dies with "No module named 'psycopg'".
+    """
+    scheme, sep, rest = uri.partition("://")
+    if scheme not in ("postgresql", "postgres") or importlib.util.find_spec("psycopg") is not None:
+        return uri
+    if importlib.util.find_spec("psycopg2") is None:
+        raise ServerError(f"{uri.split('@')[-1]}: a PostgreSQL store needs psycopg2-binary (pip install psycopg2-binary)")
+    return f"postgresql+psycopg2{sep}{rest}"
 
 
 def read_credentials_file(path: Path) -> dict[str, str]:
@@ -163,6 +186,7 @@ def write_auth_ini(cfg: ServerConfig, username: str) -> Path:
         "admin_username": username,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": str(cfg.auth_cache_ttl_seconds),
     }
     path = cfg.workdir / "mlflow_auth.ini"
     with path.open("w") as f:

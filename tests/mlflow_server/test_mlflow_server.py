@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import configparser
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import mlflow
 import pytest
-from mlflow import MlflowClient
 
 from gantune.mlflow_server import (
     ServerConfig,
@@ -28,50 +23,9 @@ from gantune.mlflow_server import (
 )
 from gantune.mlflow_server.server import PASSWORD_ENV, USER_ENV
 
+from mlflow_server_helpers import SEARCH_API, assert_artifact_round_trip, get_status
+
 ADMIN, PASSWORD = "gantune-admin", "correct-horse-battery-9"
-SEARCH_API = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def get_status(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
-    req = urllib.request.Request(url)
-    if auth is not None:
-        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    if host is not None:
-        req.add_header("Host", host)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
-def log_run_with_artifact(url: str, tmp: Path) -> tuple[str, str]:
-    """Log a run with a metric and a text artifact over HTTP; return (run_id, artifact_uri)."""
-    client = MlflowClient(tracking_uri=url)
-    exp_id = client.create_experiment(f"smoke-{tmp.name}")
-    run = client.create_run(exp_id, tags={"gantune.role": "trial"})
-    client.log_metric(run.info.run_id, "val_auc", 0.75, step=1)
-    note = tmp / "note.txt"
-    note.write_text("hello from a trial\n")
-    client.log_artifact(run.info.run_id, str(note), artifact_path="samples")
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id, run.info.artifact_uri
-
-
-def assert_artifact_round_trip(url: str, tmp: Path) -> str:
-    """The logged run reads back over HTTP, its artifact included; returns the artifact URI."""
-    run_id, artifact_uri = log_run_with_artifact(url, tmp)
-    run = MlflowClient(tracking_uri=url).get_run(run_id)
-    assert run.data.metrics["val_auc"] == 0.75
-    assert run.info.status == "FINISHED"
-    # mlflow-artifacts: means the client uploaded through the server (proxied artifact serving),
-    # not to a path it can see itself.
-    assert artifact_uri.startswith("mlflow-artifacts:"), artifact_uri
-    out = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="samples/note.txt", dst_path=str(tmp / "dl"), tracking_uri=url
-    )
-    assert Path(out).read_text() == "hello from a trial\n"
-    return artifact_uri
 
 
 def make_args(*argv: str) -> argparse.Namespace:
@@ -105,7 +59,8 @@ def test_cli_flags_map_to_mlflow_options(tmp_path):
     cmd = build_command(cfg)
     opts = dict(zip(cmd, cmd[1:]))
     assert opts["--host"] == "0.0.0.0" and opts["--port"] == "5055"
-    assert opts["--backend-store-uri"] == "postgresql://u@db:5432/mlflow"
+    assert opts["--backend-store-uri"].startswith("postgresql")  # driver suffix: see the test below
+    assert opts["--backend-store-uri"].endswith("://u@db:5432/mlflow")
     assert opts["--artifacts-destination"] == "s3://bucket/mlflow"
     assert opts["--allowed-hosts"] == "mlflow.example.org,10.0.*"
     assert build_env(cfg, None, environ={})["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -262,3 +217,13 @@ def test_auth_server_logs_runs_for_the_configured_user(auth_server, tmp_path, mo
 
 def test_allowed_hosts_rejects_other_host_headers(auth_server):
     assert get_status(auth_server + SEARCH_API, auth=(ADMIN, PASSWORD), host="evil.example") == 403
+
+
+def test_bare_postgresql_uri_uses_an_installed_driver(tmp_path):
+    import importlib.util
+
+    cfg = resolve(ServerConfig(workdir=tmp_path, backend_store_uri="postgresql://u@db:5432/mlflow"))
+    driver = "postgresql" if importlib.util.find_spec("psycopg") else "postgresql+psycopg2"
+    assert cfg.backend_store_uri == f"{driver}://u@db:5432/mlflow"
+    explicit = "postgresql+psycopg2://u@db/mlflow"
+    assert resolve(ServerConfig(workdir=tmp_path, backend_store_uri=explicit)).backend_store_uri == explicit
