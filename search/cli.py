@@ -52,6 +52,13 @@ def add_search_parser(sub) -> None:
     p.add_argument("--smoke-test", action="store_true", help="shrink every budget so the search takes a couple of minutes")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray")
     p.add_argument("--quiet", action="store_true", help="no Ray progress tables (for CI logs)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (listed on the parent run) instead of stopping")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment's killed search (same space, --set values, --storage-path, --experiment)")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a trial that raised (diverged / out-of-memory trials are never retried)")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="keep the Optuna study in this database (e.g. postgresql://user@host/optuna)")
     p.set_defaults(func=search_main)
 
 
@@ -73,15 +80,29 @@ def resolve_space(args):
     return space.with_overrides(overrides)
 
 
-def load_data(space, base_dir: Path):
-    from gantune.trainables.data.datasets import load_medmnist_npz
+def resolve_data_path(path: str, space_file: str) -> Path:
+    """A relative data path is looked up from the working directory, then from the space file's
+    folder and its parent (so `spaces/x.yaml` can say `data/...` from anywhere)."""
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    space_dir = Path(space_file).resolve().parent
+    for base in (Path.cwd(), space_dir, space_dir.parent):
+        if (base / candidate).exists():
+            return base / candidate
+    return candidate
 
-    path = Path(space.fixed.get("data.path", "data/breastmnist.npz"))
-    if not path.is_absolute() and not path.exists():
-        path = base_dir / path
+
+def load_data(space, skip_bad: bool):
+    """Validate and load the dataset before Ray starts: (DataSplits, skipped files)."""
+    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.data.check import load_dataset
+
+    cfg = TrialConfig.from_flat(space.fixed)
+    path = resolve_data_path(cfg.data.path, space.path)
     if not path.exists():
-        raise UserError(f"{space.path}: 'data.path' {str(path)!r} does not exist")
-    return load_medmnist_npz(path)
+        raise UserError(f"{space.path}: 'data.path' {cfg.data.path!r} does not exist (looked in the working directory and next to the space file)")
+    return load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
 
 
 def search_main(args) -> int:
@@ -100,8 +121,9 @@ def search_main(args) -> int:
     print(json.dumps(resolved, indent=2, default=str))
     if args.dry_run:
         return 0
+    check_tracking(tracking_uri)
     try:
-        data = load_data(space, Path(args.space).resolve().parent.parent)
+        data, skipped = load_data(space, args.skip_bad)
     except DatasetError as exc:
         raise UserError(str(exc)) from exc
     from .tuner import RunOptions, run_search
@@ -110,11 +132,83 @@ def search_main(args) -> int:
         experiment=experiment, tracking_uri=tracking_uri, storage_path=args.storage_path,
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         seed=args.seed, verbose=0 if args.quiet else 1,
+        resume=args.resume, max_failures=args.max_failures, optuna_storage=args.optuna_storage,
     )
+    from .resume import ResumeError
+
     start = time.monotonic()
-    rows, parent_run_id = run_search(space, data, options)
+    try:
+        rows, parent_run_id = run_search(space, data, options, skipped_files=skipped)
+    except ResumeError as exc:
+        raise UserError(str(exc)) from exc
     print_summary(space, rows, parent_run_id, tracking_uri, time.monotonic() - start)
     return 0 if rows else 1
+
+
+def check_tracking(tracking_uri: str) -> None:
+    """Fail before Ray starts (exit 2) when the tracking server does not answer."""
+    from gantune.mlflow_server import TrackingUnreachableError, check_tracking_reachable
+
+    try:
+        check_tracking_reachable(tracking_uri)
+    except TrackingUnreachableError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def add_promote_parser(sub) -> None:
+    from .promote import add_arguments
+
+    p = sub.add_parser(
+        "promote",
+        help="register the best trial's generator as <experiment>-generator@champion",
+        description="Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
+        epilog="example: gantune promote --experiment demo --metric val_auc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=promote_command)
+
+
+def promote_command(args) -> int:
+    from .promote import PromoteError, promote_main
+
+    args.tracking_uri = args.tracking_uri or default_uri()
+    check_tracking(args.tracking_uri)
+    try:
+        return promote_main(args)
+    except PromoteError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def add_generate_parser(sub) -> None:
+    from .generate import add_arguments
+
+    p = sub.add_parser(
+        "generate",
+        help="write N synthetic images per class from a registered generator",
+        description="Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
+        epilog="example: gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=generate_command)
+
+
+def generate_command(args) -> int:
+    from .generate import GenerateError, generate_main
+
+    args.tracking_uri = args.tracking_uri or default_uri()
+    check_tracking(args.tracking_uri)
+    try:
+        return generate_main(args)
+    except GenerateError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def default_uri() -> str:
+    from .tracking import default_tracking_uri
+
+    return default_tracking_uri()
 
 
 def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
@@ -129,6 +223,42 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
         print(f"\nMLflow UI: {tracking_uri}")
 
 
+def add_data_parser(sub) -> None:
+    p = sub.add_parser("data", help="inspect a dataset before searching it", description="Inspect a dataset.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    c = data_sub.add_parser(
+        "check",
+        help="summarise a dataset and list every unreadable or suspicious file",
+        description="Summarise classes, counts, imbalance, sizes, spacings and channels; list every unreadable "
+        "or suspicious file with the reason. Exit 1 when the dataset cannot be used as it is.",
+        epilog="example: gantune data check ./t1maps --folds 5\n         gantune data check data/breastmnist.npz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("path", help="a folder with one sub-folder per class, a CSV manifest, or a MedMNIST .npz")
+    c.add_argument("--folds", type=int, help="folds the search will use (a class needs at least this many images; default 5)")
+    c.add_argument("--space", help="take 'preprocess' settings and data.folds from this space file")
+    c.add_argument("--skip-bad", action="store_true", help="judge the dataset as `search --skip-bad` would: unreadable files skipped")
+    c.set_defaults(func=data_check_command)
+
+
+def data_check_command(args) -> int:
+    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.data.check import data_check_main
+
+    from .space import SpaceError, load_space
+
+    cfg = TrialConfig()
+    if args.space:
+        try:
+            cfg = TrialConfig.from_flat(load_space(args.space).fixed)
+        except SpaceError as exc:
+            raise UserError(str(exc)) from exc
+    if not Path(args.path).exists():
+        raise UserError(f"{args.path}: no such file or folder")
+    folds = args.folds or cfg.data.folds
+    return data_check_main(argparse.Namespace(path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gantune",
@@ -137,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_search_parser(sub)
+    add_promote_parser(sub)
+    add_generate_parser(sub)
+    add_data_parser(sub)
     return parser
 
 

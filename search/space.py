@@ -48,6 +48,12 @@ class SearchSettings:
     """Baseline trials evaluated first in every search: 'real_only' and/or 'classic_aug'."""
 
 
+FIXED_SECTIONS = {
+    "data": "",
+    "preprocess": " (search the 'enhance' section's gamma / bilateral instead)",
+}
+"""Sections read on the driver when the dataset is loaded: one value per search."""
+
 BASELINE_VALUES = {
     "real_only": {"synth.ratio": 0.0, "augment.enabled": False, "augment.strength": 0.0},
     "classic_aug": {"synth.ratio": 0.0, "augment.enabled": True},
@@ -230,6 +236,8 @@ def load_space(path: str | Path) -> Space:
         for name, value in values.items():
             key = f"{section}.{name}"
             if isinstance(value, dict):
+                if section in FIXED_SECTIONS:
+                    raise SpaceError(f"{path}: '{key}' cannot be searched: '{section}' is applied once before the search starts{FIXED_SECTIONS[section]}")
                 domains[key] = parse_domain(path, key, value)
             else:
                 check(path, key, value)

@@ -57,6 +57,25 @@ def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, r
     return run.info.run_id
 
 
+def log_dataset(client: MlflowClient, run_id: str, data, skipped_files) -> None:
+    """What the search was run on: class counts, the fixed test split's files, skipped files."""
+    pool, test = data.pool, data.test
+    summary = {
+        "source": pool.source,
+        "class_names": list(pool.class_names),
+        "pool_class_counts": pool.class_counts(),
+        "test_class_counts": test.class_counts(),
+        "image_shape": list(pool.images.shape[1:]),
+    }
+    client.log_dict(run_id, summary, "data/summary.json")
+    client.set_tag(run_id, "gantune.skipped_files", str(len(skipped_files)))
+    if skipped_files:
+        client.log_text(run_id, "\n".join(map(str, skipped_files)) + "\n", "data/skipped_files.txt")
+    test_files = getattr(data, "test_files", ())
+    if test_files:
+        client.log_text(run_id, "\n".join(map(str, test_files)) + "\n", "data/test_split_files.txt")
+
+
 class CloseTrialRuns(Callback):
     """Ends every trial's MLflow run from the driver: a trial stopped early by ASHA is killed at a
     report and cannot end its own run; an errored trial may have died before it could."""

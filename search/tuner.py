@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import ray
@@ -18,7 +17,8 @@ from ray.tune.search.optuna import OptunaSearch
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
-from . import tracking
+from . import resume, tracking
+from .resume import SearchRecord
 from .space import Space
 
 
@@ -34,9 +34,15 @@ class RunOptions:
     gpus_per_trial: float = 0.0
     seed: int = 0
     verbose: int = 1
+    resume: bool = False
+    """Continue the experiment's last search (see search/resume.py) instead of starting one."""
+    max_failures: int = 1
+    """Retries of a trial that raised (diverged and out-of-memory trials are never retried)."""
+    optuna_storage: str | None = None
+    """Optuna RDB storage URL (postgresql://...) for the study; None keeps it in the searcher."""
 
 
-def make_searcher(space: Space, seed: int):
+def make_searcher(space: Space, seed: int, storage: str | None = None, study_name: str | None = None):
     settings = space.search
     sampler = (
         optuna.samplers.RandomSampler(seed=seed)
@@ -49,6 +55,9 @@ def make_searcher(space: Space, seed: int):
         mode=settings.mode,
         points_to_evaluate=space.baseline_points() or None,
         sampler=sampler,
+        # A persistent study, named after the search's Tune directory, outlives the driver.
+        storage=optuna.storages.RDBStorage(storage) if storage else None,
+        study_name=study_name if storage else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
 
@@ -72,14 +81,18 @@ def init_ray(options: RunOptions, num_cpus: int | None = None) -> None:
     if options.address:
         ray.init(address=options.address, log_to_driver=options.verbose > 0)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=options.verbose > 0)
+        # "local": always a fresh cluster, never one that a `ray start` on this machine left behind
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=options.verbose > 0)
 
 
-def run_search(space: Space, data: DataSplits, options: RunOptions) -> tuple[list[dict], str]:
+def run_search(
+    space: Space, data: DataSplits, options: RunOptions, skipped_files: list[str] = ()
+) -> tuple[list[dict], str]:
     """Run the whole search; returns (leaderboard rows best first, parent run id)."""
     client = MlflowClient(options.tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
-    parent_run_id = tracking.start_parent_run(client, experiment_id, space.resolved())
+    record = open_search(client, space, options)
+    experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
+    tracking.log_dataset(client, parent_run_id, data, skipped_files)
     settings = StudySettings(
         fixed=space.fixed,
         data=data,
@@ -88,29 +101,17 @@ def run_search(space: Space, data: DataSplits, options: RunOptions) -> tuple[lis
         parent_run_id=parent_run_id,
         seed=options.seed,
         cpus_per_trial=options.cpus_per_trial,
+        gpus_per_trial=options.gpus_per_trial,
+        metric=space.search.metric,
+        mode=space.search.mode,
     )
     failed = True
     try:
         init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
-        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, settings=settings), resources),
-            tune_config=tune.TuneConfig(
-                search_alg=make_searcher(space, options.seed),
-                scheduler=make_scheduler(space),
-                num_samples=space.search.num_samples,
-                metric=space.search.metric,
-                mode=space.search.mode,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{options.experiment}-{parent_run_id[:8]}",
-                storage_path=str(Path(options.storage_path).resolve()) if "://" not in options.storage_path else options.storage_path,
-                failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[tracking.CloseTrialRuns(options.tracking_uri, experiment_id, parent_run_id)],
-                verbose=options.verbose,
-            ),
-        )
+        tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
         results = tuner.fit()
+        if options.optuna_storage:
+            fail_stale_optuna_trials(options.optuna_storage, record.tune_name)
         failed = False
     finally:
         rows = []
@@ -119,7 +120,75 @@ def run_search(space: Space, data: DataSplits, options: RunOptions) -> tuple[lis
             tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
         table = tracking.format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, failed)
+        resume.mark(options.storage_path, record, "failed" if failed else "finished")
     return rows, parent_run_id
+
+
+def open_search(client: MlflowClient, space: Space, options: RunOptions) -> SearchRecord:
+    """The record of a new search (parent run created), or of the search `--resume` continues
+    (its parent run reopened)."""
+    resolved = space.resolved()
+    if options.resume:
+        record = resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
+        client.update_run(record.parent_run_id, status="RUNNING")
+        return record
+    experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
+    parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
+    record = SearchRecord(
+        experiment=options.experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
+        tune_name=resume.tune_name(options.experiment, parent_run_id), tracking_uri=options.tracking_uri,
+        resolved=resolved,
+    )
+    resume.write_record(options.storage_path, record)
+    return record
+
+
+def make_trainable(settings: StudySettings, options: RunOptions):
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
+
+
+def make_tuner(space: Space, settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
+    callback_args = (options.tracking_uri, record.experiment_id, record.parent_run_id)
+    return tune.Tuner(
+        make_trainable(settings, options),
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(space, options.seed, options.optuna_storage, record.tune_name),
+            scheduler=make_scheduler(space),
+            num_samples=space.search.num_samples,
+            metric=space.search.metric,
+            mode=space.search.mode,
+        ),
+        run_config=tune.RunConfig(
+            name=record.tune_name,
+            storage_path=resume.storage_uri(options.storage_path),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
+            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args)],
+            verbose=options.verbose,
+        ),
+    )
+
+
+def restore_tuner(settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
+    """Trials keep their ids (so their MLflow runs are reopened, not duplicated); finished ones
+    are kept, unfinished ones rerun, errored ones stay errored; the searcher's state comes back
+    from Tune's experiment checkpoint."""
+    path = resume.tune_path(options.storage_path, record)
+    if not tune.Tuner.can_restore(path):
+        raise resume.ResumeError(f"{path}: no Tune experiment state to resume (the driver died before Tune's first checkpoint); start a new search")
+    return tune.Tuner.restore(
+        path, trainable=make_trainable(settings, options),
+        resume_unfinished=True, resume_errored=False, restart_errored=False,
+    )
+
+
+def fail_stale_optuna_trials(storage: str, study_name: str) -> None:
+    """A persistent study can hold trials of a killed driver that no Tune trial will report:
+    mark them FAIL so the study has no trial left RUNNING."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def leaderboard_columns(space: Space) -> list[str]:

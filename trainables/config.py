@@ -9,6 +9,7 @@ from typing import Any
 
 from .classifiers import ClassifierConfig
 from .data.augment import AugmentConfig
+from .data.preprocess import PreprocessConfig
 from .gans.base import GANConfig
 from .gans.simgan import RefinerConfig
 
@@ -47,6 +48,9 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class EnhanceConfig:
+    """Applied to every image at the start of each trial, so unlike the `preprocess` section
+    (applied once when the files are read, then cached) its values can be searched."""
+
     bilateral: bool = False
     """Skin paper: an edge-preserving bilateral filter on every image before anything else."""
     sigma_space: float = 1.5
@@ -65,6 +69,7 @@ SECTIONS: dict[str, type] = {
     "augment": AugmentConfig,
     "refiner": RefinerConfig,
     "enhance": EnhanceConfig,
+    "preprocess": PreprocessConfig,
 }
 """Space-file section -> the dataclass its keys configure."""
 
@@ -78,6 +83,7 @@ class TrialConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     seed: int = 0
     """Seed of GAN and classifier training; shared by all trials (paired comparison)."""
 
