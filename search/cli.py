@@ -218,7 +218,8 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
     print(f"\nLeaderboard ({len(rows)} trials, {seconds:.0f} s), parent run {parent_run_id}:")
     print(format_table(rows, leaderboard_columns(space)))
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
-        print(f"\nOpen the MLflow UI:\n  mlflow ui --backend-store-uri {tracking_uri} --port 5000\n  then browse http://127.0.0.1:5000")
+        mlflow_exe = Path(sys.executable).with_name("mlflow")
+        print(f"\nOpen the MLflow UI:\n  {mlflow_exe} ui --backend-store-uri {tracking_uri} --port 5000\n  then browse http://127.0.0.1:5000")
     else:
         print(f"\nMLflow UI: {tracking_uri}")
 

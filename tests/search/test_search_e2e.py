@@ -38,7 +38,7 @@ def test_prints_leaderboard_and_ui_command(smoke_search):
     proc, _, _ = smoke_search
     assert "Leaderboard (2 trials" in proc.stdout
     assert "delta_val_auc_vs_real_only" in proc.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    assert "/mlflow ui --backend-store-uri sqlite:///" in proc.stdout
 
 
 def test_one_parent_run_with_trial_runs_nested(smoke_search):
