@@ -5,6 +5,8 @@ only supplies the parts that differ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -90,7 +92,8 @@ def restore_latent(cfg: GANConfig, state: dict, device: torch.device) -> LatentS
 
 class SelfAttention(nn.Module):
     """SAGAN self-attention: x + g * attention(x), g starts at 0 so the block starts as identity.
-    (scaled_dot_product_attention divides by sqrt(d); SAGAN does not, a harmless difference.)"""
+    Plain bmm + softmax as in SAGAN (no 1/sqrt(d) scaling); on CPU this is also faster than
+    scaled_dot_product_attention's fallback path for these shapes."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -103,14 +106,17 @@ class SelfAttention(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, c/8)
-        k = self.key(x).flatten(2).transpose(1, 2)
-        v = self.value(x).flatten(2).transpose(1, 2)  # (B, HW, C)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
-        return x + self.gain * out.transpose(1, 2).reshape(b, c, h, w)
+        k = self.key(x).flatten(2)  # (B, c/8, HW)
+        v = self.value(x).flatten(2)  # (B, C, HW)
+        attention = torch.softmax(torch.bmm(q, k), dim=-1)  # (B, HW query, HW key)
+        out = torch.bmm(v, attention.transpose(1, 2))  # (B, C, HW)
+        return x + self.gain * out.view(b, c, h, w)
 
 
 class GeneratorBlock(nn.Module):
-    """BN-ReLU-(2x nearest up)-conv3x3-BN-ReLU-conv3x3 plus a (upsampled, 1x1-projected) skip."""
+    """BN-ReLU-conv3x3-(2x nearest up)-BN-ReLU-conv3x3 plus a (1x1-projected, upsampled) skip.
+    conv1 runs before the upsampling (BigGAN upsamples first): at the output side it would cost
+    4x the multiply-adds, and G's last block dominates an iteration's CPU time."""
 
     def __init__(self, c_in: int, c_out: int, up: bool) -> None:
         super().__init__()
@@ -123,14 +129,16 @@ class GeneratorBlock(nn.Module):
         return F.interpolate(x, scale_factor=2, mode="nearest") if self.up else x
 
     def forward(self, x):
-        h = self.conv1(self._up(F.relu(self.bn1(x))))
+        h = self._up(self.conv1(F.relu(self.bn1(x))))
         h = self.conv2(F.relu(self.bn2(h)))
-        return h + self.skip(self._up(x))
+        return h + self._up(self.skip(x))
 
 
 class DiscriminatorBlock(nn.Module):
-    """LReLU-conv3x3-LReLU-conv3x3-(avg pool 2) plus a (1x1-projected, pooled) skip; no
-    normalisation, so mixed images are judged one by one."""
+    """LReLU-(avg pool 2)-conv3x3-LReLU-conv3x3 plus a (pooled, 1x1-projected) skip. Pooling
+    first keeps both convolutions at the lower resolution (4x fewer multiply-adds on CPU; D's
+    first, plain conv already sees full resolution). No normalisation, so mixed images are judged
+    one by one."""
 
     def __init__(self, c_in: int, c_out: int, down: bool) -> None:
         super().__init__()
@@ -142,24 +150,59 @@ class DiscriminatorBlock(nn.Module):
         return F.avg_pool2d(x, 2) if self.down else x
 
     def forward(self, x):
-        h = self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(x, 0.2)), 0.2))
-        return self._down(h) + self._down(self.skip(x))
+        h = self.conv2(F.leaky_relu(self.conv1(self._down(F.leaky_relu(x, 0.2))), 0.2))
+        return h + self.skip(self._down(x))
 
 
-def residual_plan(size: int, width: int) -> tuple[int, list[bool], list[int], int]:
-    """Generator side: (start side, per-block upsample flags, channels before/after each block,
-    index after which self-attention sits). Table 1 has 4 residual blocks with attention after the
-    second; images needing more than 4 stride-2 stages get more blocks. The stride-2 blocks are
-    centred, so at 28 px (2 stages) attention sees 14x14, at 64/80 px 16x16/20x20: attention
-    costs O((HW)^2) and would dominate CPU time at full resolution."""
+@dataclass(frozen=True)
+class ResidualPlan:
+    """Layout of Table 1's networks for one image size. Table 1 has 4 residual blocks in G and D
+    (more when an image needs more than 4 stride-2 stages), attention after G's second block and
+    after D's first. Our adaptation to 28-80 px on CPU: blocks that do not change the side run at
+    the coarsest side (G: first; D: last), where convolutions are cheapest, and attention, which
+    costs O((HW)^2), sits where the side is size / 2^ceil(stages/2) (14 px at 28, 16 at 64, 20 at
+    80), after the G block and the D block that reach that side (at 64/80 px that is G's second
+    block as in Table 1 and D's second, one later than Table 1)."""
+
+    start: int
+    """Side of G's first and D's last feature map."""
+    g_up: tuple[bool, ...]
+    """Per generator block: upsample x2?"""
+    g_channels: tuple[int, ...]
+    """Generator channels before the first block and after each block (wide -> narrow)."""
+    g_attention_after: int
+    """Generator block index followed by self-attention."""
+    d_down: tuple[bool, ...]
+    """Per discriminator block: downsample x2?"""
+    d_channels: tuple[int, ...]
+    """Discriminator channels after the first conv and after each block (narrow -> wide)."""
+    d_attention_after: int
+    """Discriminator block index followed by self-attention."""
+
+
+def residual_plan(size: int, width: int) -> ResidualPlan:
     start, stages = upsampling_plan(size)
     blocks = max(4, stages)
-    first = (blocks - stages) // 2
-    ups = [first <= i < first + stages for i in range(blocks)]
-    channels = [width]
-    for up in ups:
-        channels.append(max(channels[-1] // 2, 16) if up else channels[-1])
-    return start, ups, channels, blocks // 2 - 1
+    g_up = tuple(i >= blocks - stages for i in range(blocks))
+    g_channels = [width]
+    for up in g_up:
+        g_channels.append(max(g_channels[-1] // 2, 16) if up else g_channels[-1])
+    attention_side = size // 2 ** ((stages + 1) // 2)
+    g_sides = [start * 2 ** sum(g_up[: i + 1]) for i in range(blocks)]
+    d_down = tuple(i < stages for i in range(blocks))
+    d_channels = [max(width // 2**stages, 16)]
+    for down in d_down:
+        d_channels.append(min(d_channels[-1] * 2, width) if down else d_channels[-1])
+    d_sides = [size // 2 ** sum(d_down[: i + 1]) for i in range(blocks)]
+    return ResidualPlan(
+        start,
+        g_up,
+        tuple(g_channels),
+        g_sides.index(attention_side),
+        d_down,
+        tuple(d_channels),
+        d_sides.index(attention_side),
+    )
 
 
 class ResidualSAGenerator(nn.Module):
@@ -168,12 +211,13 @@ class ResidualSAGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64) -> None:
         super().__init__()
-        self.start, ups, widths, attn_after = residual_plan(size, width)
+        plan = residual_plan(size, width)
+        self.start, widths = plan.start, plan.g_channels
         self.project = nn.Linear(latent_dim, widths[0] * self.start**2)
         layers: list[nn.Module] = []
-        for i, up in enumerate(ups):
+        for i, up in enumerate(plan.g_up):
             layers.append(GeneratorBlock(widths[i], widths[i + 1], up))
-            if i == attn_after:
+            if i == plan.g_attention_after:
                 layers.append(SelfAttention(widths[i + 1]))
         layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
@@ -183,21 +227,20 @@ class ResidualSAGenerator(nn.Module):
 
 
 class ResidualSADiscriminator(nn.Module):
-    """Image -> conv3x3 -> residual blocks with self-attention -> LReLU -> fully connected logit.
-    Mirrors the generator (same resolutions, attention at the same side)."""
+    """Image -> conv3x3 -> residual blocks with self-attention -> LReLU -> fully connected logit."""
 
     def __init__(self, channels: int, size: int, width: int = 64) -> None:
         super().__init__()
-        start, ups, widths, attn_after = residual_plan(size, width)
-        downs, widths = ups[::-1], widths[::-1]  # narrow -> wide
+        plan = residual_plan(size, width)
+        widths = plan.d_channels
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, 1, 1)]
-        for i, down in enumerate(downs):
+        for i, down in enumerate(plan.d_down):
             layers.append(DiscriminatorBlock(widths[i], widths[i + 1], down))
-            if i == len(downs) - 2 - attn_after:  # same side as the generator's attention
+            if i == plan.d_attention_after:
                 layers.append(SelfAttention(widths[i + 1]))
         layers.append(nn.LeakyReLU(0.2))
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(widths[-1] * start**2, 1)
+        self.head = nn.Linear(widths[-1] * plan.start**2, 1)
 
     def forward(self, x):
         return self.head(self.body(x).flatten(1))  # (B, 1)

@@ -204,7 +204,7 @@ class Evolution:
                 self.best.save()
         if best != len(names) - 1:  # the last child is still live in the module otherwise
             self.best.load()
-        return Selection(best, names[best], float(losses[names[best]]), tuple(fitnesses))
+        return Selection(best, names[best], float(losses[names[best]].detach()), tuple(fitnesses))
 
 
 # --- The loop, parametrised by networks, D loss and latent ---

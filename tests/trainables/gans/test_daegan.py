@@ -78,7 +78,7 @@ def test_latent_choice_and_checkpoint_round_trip():
     assert torch.equal(a, b)
 
 
-def test_self_attention_starts_as_identity_and_matches_a_plain_softmax():
+def test_self_attention_starts_as_identity_and_matches_the_sagan_formula():
     torch.manual_seed(0)
     sa = SelfAttention(16)
     x = torch.randn(2, 16, 3, 3)
@@ -86,6 +86,6 @@ def test_self_attention_starts_as_identity_and_matches_a_plain_softmax():
     with torch.no_grad():
         sa.gain.fill_(1.0)
     q, k, v = (m(x).flatten(2) for m in (sa.query, sa.key, sa.value))  # (B, c, N)
-    attn = F.softmax(q.transpose(1, 2) @ k / np.sqrt(q.shape[1]), dim=-1)  # (B, N, N)
+    attn = F.softmax(q.transpose(1, 2) @ k, dim=-1)  # (B, N, N), unscaled as in SAGAN
     expected = x + (v @ attn.transpose(1, 2)).view_as(x)
     assert torch.allclose(sa(x), expected, atol=1e-5)
