@@ -80,10 +80,13 @@ def build_latent(cfg: GANConfig, seed: int, device: torch.device) -> LatentSampl
 
 
 def restore_latent(cfg: GANConfig, state: dict, device: torch.device) -> LatentSampler:
-    """The latent of a checkpoint (TrainedGAN.state()["latent"])."""
-    latent = build_latent(cfg, 0, device)
-    if isinstance(latent, nn.Module):
-        latent.load_state_dict(state)
+    """The latent of a checkpoint (TrainedGAN.state()["latent"]): a mixture when the state holds
+    one (only DAE-GAN saves one, whatever mixture_components says for other families), else
+    N(0, I)."""
+    if "means" not in state:
+        return normal_latent(cfg.latent_dim)
+    latent = GaussianMixtureLatent(cfg.latent_dim, len(state["means"]), 0).to(device)
+    latent.load_state_dict(state)
     return latent
 
 
