@@ -14,6 +14,7 @@ from gantune.mlflow_server.server import (
     ServerError,
     build_command,
     load_credentials,
+    redact,
     resolve,
     server_url,
     start_server,
@@ -87,7 +88,7 @@ def server_main(args: argparse.Namespace) -> int:
     except ServerError as e:
         print(f"gantune server: error: {e}", file=sys.stderr)
         return 2
-    print("gantune server:", " ".join(build_command(cfg)), flush=True)
+    print("gantune server:", " ".join(map(redact, build_command(cfg))), flush=True)
     if args.dry_run:
         return 0
     url = server_url(cfg)

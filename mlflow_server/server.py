@@ -233,6 +233,15 @@ def build_env(
     return env
 
 
+def redact(arg: str) -> str:
+    """An argv item fit to print: a URI's password (postgresql://u:pw@db/x) becomes ***."""
+    parts = urllib.parse.urlsplit(arg)
+    if not parts.password:
+        return arg
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def server_url(cfg: ServerConfig) -> str:
     """The URL clients on this machine use; a wildcard bind is reached through loopback."""
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host

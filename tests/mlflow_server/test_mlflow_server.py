@@ -137,12 +137,16 @@ def test_server_refuses_to_start_with_auth_and_no_credentials(tmp_path, monkeypa
     assert PASSWORD_ENV in capsys.readouterr().err
 
 
-def test_dry_run_prints_command_and_starts_nothing(tmp_path, monkeypatch, capsys):
+def test_dry_run_prints_command_without_secrets_and_starts_nothing(tmp_path, monkeypatch, capsys):
     started = []
     monkeypatch.setattr("gantune.mlflow_server.cli.start_server", lambda *a, **k: started.append(a))
-    assert server_main(make_args("--dry-run", "--port", "5077", "--workdir", str(tmp_path))) == 0
+    uri = "postgresql://mlflow:s3cret-pw@db:5432/mlflow"
+    argv = ("--dry-run", "--port", "5077", "--backend-store-uri", uri, "--workdir", str(tmp_path))
+    assert server_main(make_args(*argv)) == 0
     assert not started
-    assert "--port 5077" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--port 5077" in out and "mlflow:***@db:5432/mlflow" in out
+    assert "s3cret-pw" not in out
 
 
 # --- check_tracking_reachable ---
