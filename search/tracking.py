@@ -104,6 +104,11 @@ class CloseTrialRuns(Callback):
         self._close(trial, "FAILED", reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
 
 
+def trial_outcome(metrics: dict) -> str:
+    """DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of raising."""
+    return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
+
+
 def leaderboard_rows(result_grid, space) -> list[dict]:
     """One row per trial, best first, with its delta against each baseline of the search and
     against the better of them."""
@@ -117,7 +122,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             metric: float(value) if value is not None else float("nan"),
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
-            "status": "ERROR" if result.error else "OK",
+            "status": "ERROR" if result.error else trial_outcome(m),
             **{k: result.config.get(k) for k in sorted(space.domains)},
         })
     better = max if mode == "max" else min

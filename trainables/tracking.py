@@ -48,6 +48,8 @@ class TrialRun:
         if existing is not None:
             run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
+            if "gantune.failure_reason" in existing.data.tags:  # from an attempt Tune is now retrying
+                client.delete_tag(run_id, "gantune.failure_reason")
         else:
             tags = {
                 "mlflow.parentRunId": settings.parent_run_id,

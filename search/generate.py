@@ -1,0 +1,180 @@
+"""`gantune generate`: N synthetic images per class from a registered (or logged) generator.
+
+The model's artifacts are downloaded, its checkpoint is read with torch.load(weights_only=True)
+(through `load_generators` / `load_refiners`: networks rebuilt from their configs, never
+unpickled), and the images are written as png / mha per image or one MedMNIST-layout npz, next to
+`metadata.json` (model URI and version, run id, seed, counts, class names)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("png", "npz", "mha")
+
+
+class GenerateError(ValueError):
+    """A model URI that cannot be resolved or loaded, or bad options; the message names which."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator")
+    p.add_argument("--num", type=int, required=True, help="images per class")
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--format", choices=FORMATS, default="png", help="png / mha per image in OUT/<class>/, or one OUT/synthetic.npz")
+    p.add_argument("--seed", type=int, default=0, help="latent seed; class c samples with seed + c")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model URI points in MLflow."""
+
+    uri: str
+    artifact_uri: str
+    """What to download: the version's storage location, or the runs:/ URI itself."""
+    run_id: str | None
+    version: str | None
+    name: str | None
+
+
+def resolve_source(client, model_uri: str) -> ModelSource:
+    """models:/NAME@ALIAS and models:/NAME/VERSION through the registry; runs:/ID/... directly."""
+    from mlflow.exceptions import MlflowException
+
+    registered = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    run = re.fullmatch(r"runs:/([^/]+)/.+", model_uri)
+    try:
+        if registered:
+            name, alias, number = registered.groups()
+            version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+            location = client.get_model_version_download_uri(name, version.version)
+            return ModelSource(model_uri, location, version.run_id, str(version.version), name)
+        if run:
+            return ModelSource(model_uri, model_uri, run.group(1), None, None)
+    except MlflowException as exc:
+        raise GenerateError(f"cannot resolve {model_uri}: {exc.message}") from exc
+    raise GenerateError(f"MODEL_URI must be models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH, got {model_uri!r}")
+
+
+def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Path:
+    """The weights-only checkpoint inside a downloaded generator model (path from its MLmodel)."""
+    import mlflow.artifacts
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    model_uri = source.uri
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.artifact_uri, dst_path=dst, tracking_uri=tracking_uri))
+    except (MlflowException, OSError) as exc:
+        raise GenerateError(f"cannot download {model_uri}: {exc}") from exc
+    mlmodel = local / "MLmodel"
+    if not mlmodel.exists():
+        raise GenerateError(f"{model_uri} is not an MLflow model (no MLmodel file)")
+    flavor = yaml.safe_load(mlmodel.read_text()).get("flavors", {}).get("python_function", {})
+    checkpoint = flavor.get("artifacts", {}).get("checkpoint", {}).get("path")
+    if not checkpoint or not (local / checkpoint).exists():
+        raise GenerateError(f"{model_uri}: no gantune generator checkpoint in its MLmodel artifacts")
+    return local / checkpoint
+
+
+def sample_classes(checkpoint: Path, num: int, seed: int) -> tuple[dict[int, np.ndarray], tuple[str, ...], bool]:
+    """{class: (num, C, H, W) float32 in [-1, 1]}, class names, whether images were refined.
+
+    A trial that used the SimGAN refiner saved its per-class refiners in the same checkpoint;
+    they refine the samples here exactly as they refined the trial's synthetic images."""
+    import torch
+
+    from gantune.trainables.gans import load_generators, load_refiners
+
+    class_names = tuple(torch.load(checkpoint, map_location="cpu", weights_only=True)["class_names"])
+    gans, refiners = load_generators(str(checkpoint)), load_refiners(str(checkpoint))
+    images = {}
+    with torch.no_grad():
+        for label, gan in sorted(gans.items()):
+            batch = gan.sample(num, seed=seed + label)
+            if label in refiners:
+                batch = refiners[label].refine(batch)
+            images[label] = batch.cpu().numpy().astype(np.float32)
+    return images, class_names, bool(refiners)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def folder_name(label: int, class_names: tuple[str, ...]) -> str:
+    name = class_names[label] if label < len(class_names) else f"class{label}"
+    return f"{label}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
+
+
+def write_per_image(out: Path, images: dict[int, np.ndarray], class_names: tuple[str, ...], fmt: str) -> list[str]:
+    from gantune.trainables.data.io import write_chw
+
+    files = []
+    for label, batch in images.items():
+        folder = out / folder_name(label, class_names)
+        for i, image in enumerate(batch):
+            path = folder / f"{i:05d}.{fmt}"
+            write_chw(path, image)  # png: uint8; mha: float32 values in [-1, 1]
+            files.append(str(path.relative_to(out)))
+    return files
+
+
+def write_npz(out: Path, images: dict[int, np.ndarray], class_names: tuple[str, ...]) -> list[str]:
+    """MedMNIST layout (uint8 (N, H, W) or (N, H, W, 3), labels (N, 1)); every image in `train`,
+    `val` and `test` empty, so `load_medmnist_npz` reads it back as a pool."""
+    stacked = np.concatenate(list(images.values()))
+    pixels = to_uint8(stacked[:, 0] if stacked.shape[1] == 1 else np.moveaxis(stacked, 1, -1))
+    labels = np.concatenate([np.full(len(b), c, dtype=np.uint8) for c, b in images.items()]).reshape(-1, 1)
+    empty_x, empty_y = pixels[:0], labels[:0]
+    path = out / "synthetic.npz"
+    np.savez_compressed(
+        path, train_images=pixels, train_labels=labels, val_images=empty_x, val_labels=empty_y,
+        test_images=empty_x, test_labels=empty_y, class_names=np.array(class_names),
+    )
+    return [path.name]
+
+
+def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: int = 0, tracking_uri: str | None = None) -> dict:
+    """Write the images and metadata.json; returns the metadata."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    if num < 1:
+        raise GenerateError(f"--num must be >= 1, got {num}")
+    if fmt not in FORMATS:
+        raise GenerateError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    source = resolve_source(MlflowClient(tracking_uri, registry_uri=tracking_uri), model_uri)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        images, class_names, refined = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed)
+    files = write_npz(out, images, class_names) if fmt == "npz" else write_per_image(out, images, class_names, fmt)
+    metadata = {
+        "model_uri": model_uri,
+        "registered_model": source.name,
+        "model_version": source.version,
+        "run_id": source.run_id,
+        "seed": seed,
+        "format": fmt,
+        "refined": refined,
+        "class_names": list(class_names),
+        "counts": {class_names[c] if c < len(class_names) else str(c): len(b) for c, b in images.items()},
+        "image_shape": list(next(iter(images.values())).shape[1:]),
+        "files": len(files),
+    }
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return metadata
+
+
+def generate_main(args) -> int:
+    metadata = generate(args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri)
+    print(f"wrote {sum(metadata['counts'].values())} images ({metadata['counts']}) as {args.format} to {args.out}")
+    return 0

@@ -1,0 +1,182 @@
+"""Resuming a killed search without duplicated or orphaned MLflow runs.
+
+Every search writes a small record, `<storage_path>/<experiment>.gantune.json`, next to its Tune
+experiment directory: which Tune directory, which MLflow experiment and parent run. `--resume`
+reads it, restores the Tune experiment (trials keep their ids, so each trial reopens its own run)
+and reuses the parent run. The record lives on the same filesystem as the Tune results (a shared
+path or s3://), so any machine that can resume the Tune experiment finds it.
+
+A driver killed between starting a trial and Tune's next experiment checkpoint leaves an MLflow
+run whose trial the restored experiment never heard of; `SweepTrialRuns` closes and deletes such
+orphans when the search ends, and closes any run its trial left RUNNING."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pyarrow.fs
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+RECORD_SUFFIX = ".gantune.json"
+COMPARED_KEYS = ("fixed", "searched", "search")
+"""Parts of the resolved space that must not change between a search and its resume."""
+
+
+class ResumeError(ValueError):
+    """A search that cannot be resumed; the message names the record file or the changed key."""
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """What `--resume` needs to find a search again."""
+
+    experiment: str
+    """MLflow experiment name (also the record's file name)."""
+    experiment_id: str
+    """MLflow experiment id."""
+    parent_run_id: str
+    """The search's parent run; a resumed search logs into the same one."""
+    tune_name: str
+    """Tune experiment directory name under the storage path."""
+    tracking_uri: str
+    """Tracking URI the runs live in; a resume must use the same store."""
+    resolved: dict
+    """The resolved space (fixed values, domains, search settings) the search started with."""
+    status: str = "running"
+    """'running' until the driver ends the search, then 'finished' or 'failed'."""
+
+
+def storage_uri(storage_path: str) -> str:
+    """A local path made absolute (Ray workers run elsewhere); URIs (s3://...) unchanged."""
+    return storage_path if "://" in storage_path else str(Path(storage_path).resolve())
+
+
+def tune_name(experiment: str, parent_run_id: str) -> str:
+    """Each search gets its own Tune directory, so a new search never overwrites an old one."""
+    return f"{experiment}-{parent_run_id[:8]}"
+
+
+def tune_path(storage_path: str, record: SearchRecord) -> str:
+    return posixpath.join(storage_uri(storage_path), record.tune_name)
+
+
+def _location(storage_path: str, experiment: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    fs, base = pyarrow.fs.FileSystem.from_uri(storage_uri(storage_path))
+    return fs, posixpath.join(base, experiment + RECORD_SUFFIX)
+
+
+def record_uri(storage_path: str, experiment: str) -> str:
+    return posixpath.join(storage_uri(storage_path), experiment + RECORD_SUFFIX)
+
+
+def write_record(storage_path: str, record: SearchRecord) -> None:
+    fs, path = _location(storage_path, record.experiment)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps(asdict(record), indent=2, default=str).encode())
+
+
+def read_record(storage_path: str, experiment: str) -> SearchRecord | None:
+    fs, path = _location(storage_path, experiment)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        text = f.read().decode()
+    try:
+        return SearchRecord(**json.loads(text))
+    except (TypeError, ValueError) as exc:
+        raise ResumeError(f"{record_uri(storage_path, experiment)}: not a gantune search record ({exc})") from exc
+
+
+def mark(storage_path: str, record: SearchRecord, status: str) -> SearchRecord:
+    updated = replace(record, status=status)
+    write_record(storage_path, updated)
+    return updated
+
+
+def record_to_resume(storage_path: str, experiment: str, resolved: dict, tracking_uri: str) -> SearchRecord:
+    """The record of the search `--resume` continues, or a ResumeError saying why there is none."""
+    where = record_uri(storage_path, experiment)
+    record = read_record(storage_path, experiment)
+    if record is None:
+        raise ResumeError(
+            f"no search of experiment '{experiment}' to resume: {where} does not exist "
+            "(same --storage-path and --experiment as the killed search?)"
+        )
+    if record.status != "running":
+        raise ResumeError(f"{where}: the last search of '{experiment}' already ended ({record.status}); run without --resume to start a new one")
+    if record.tracking_uri != tracking_uri:
+        raise ResumeError(f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; pass --tracking-uri {record.tracking_uri}")
+    changed = changed_keys(record.resolved, resolved)
+    if changed:
+        raise ResumeError(f"{where}: the space changed since the search started ({', '.join(changed)}); resume with the same space file and --set values")
+    return record
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """Keys of the compared sections whose values differ (compared as JSON, as stored)."""
+    old, new = (json.loads(json.dumps(d, default=str)) for d in (before, after))
+    changed = []
+    for section in COMPARED_KEYS:
+        a, b = old.get(section, {}), new.get(section, {})
+        changed += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return changed
+
+
+# --- closing runs at the end of a (resumed) search ---------------------------------------------
+
+
+def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`gantune.role` = 'trial'",
+        max_results=10_000,
+    )
+
+
+ORPHAN_REASON = (
+    "orphaned: the driver was killed after this trial started but before Tune checkpointed the "
+    "experiment; the resumed search never knew the trial and re-sampled it"
+)
+
+
+def sweep_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str]) -> dict[str, int]:
+    """Close every trial run still RUNNING; delete runs of trials Tune does not know.
+
+    trial_status maps Tune trial id -> Tune status ('TERMINATED', 'ERROR', ...). Returns counts
+    of what was done, for the log."""
+    counts = {"closed": 0, "orphans_deleted": 0}
+    for run in trial_runs(client, experiment_id, parent_run_id):
+        run_id = run.info.run_id
+        status = trial_status.get(run.data.tags.get("gantune.trial_id", ""))
+        if status is None:
+            client.set_tag(run_id, "gantune.failure_reason", ORPHAN_REASON)
+            if run.info.status == "RUNNING":
+                client.set_terminated(run_id, status="KILLED")
+            client.delete_run(run_id)  # soft delete: `mlflow gc` or the UI can still restore it
+            counts["orphans_deleted"] += 1
+        elif run.info.status == "RUNNING":
+            # A finished trial ends its own run before its last report; still RUNNING here means
+            # the scheduler stopped it or it errored before it could close the run.
+            client.set_terminated(run_id, status="FAILED" if status == "ERROR" else "KILLED")
+            counts["closed"] += 1
+    return counts
+
+
+class SweepTrialRuns(Callback):
+    """Runs `sweep_trial_runs` when Tune ends the experiment, with Tune's own list of trials
+    (restored ones included). Lives in the Tuner's pickled run config, so a restored search
+    sweeps too."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+
+    def on_experiment_end(self, trials, **info):
+        client = MlflowClient(self.tracking_uri)
+        sweep_trial_runs(client, self.experiment_id, self.parent_run_id, {t.trial_id: t.status for t in trials})
