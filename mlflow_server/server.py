@@ -284,7 +284,7 @@ def _get_health(url: str, timeout: float) -> None:
             raise urllib.error.HTTPError(resp.url, resp.status, "health check failed", resp.headers, None)
 
 
-def wait_for_health(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_health(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     """Poll GET {url}/health until it answers 200; fail early if `proc` (the server) exits."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
