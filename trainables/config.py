@@ -12,6 +12,7 @@ from .data.augment import AugmentConfig
 from .data.preprocess import PreprocessConfig
 from .gans.base import GANConfig
 from .gans.simgan import RefinerConfig
+from .runtime import RuntimeConfig
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,7 @@ SECTIONS: dict[str, type] = {
     "refiner": RefinerConfig,
     "enhance": EnhanceConfig,
     "preprocess": PreprocessConfig,
+    "runtime": RuntimeConfig,
 }
 """Space-file section -> the dataclass its keys configure."""
 
@@ -84,6 +86,7 @@ class TrialConfig:
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     """Seed of GAN and classifier training; shared by all trials (paired comparison)."""
 

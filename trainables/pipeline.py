@@ -116,7 +116,7 @@ def fit_pipeline(
         x, y = torch.cat([x, synthetic.images]), torch.cat([y, synthetic.labels])
     model = fit_classifier(
         cfg.classifier, x, y, early_stop.images, early_stop.labels, train.num_classes,
-        seed=seed, augment=make_augment(cfg.augment),
+        seed=seed, augment=make_augment(cfg.augment), runtime=cfg.runtime,
     )
     return model, synthetic, counts
 
