@@ -47,7 +47,7 @@ class SearchRecord:
     resolved: dict
     """The resolved space (fixed values, domains, search settings) the search started with."""
     status: str = "running"
-    """'running' until the driver ends the search, then 'finished' or 'failed'."""
+    """'running' until the driver ends the search, then 'finished' or 'failed' (still resumable)."""
 
 
 def storage_uri(storage_path: str) -> str:
@@ -107,7 +107,7 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
             f"no search of experiment '{experiment}' to resume: {where} does not exist "
             "(same --storage-path and --experiment as the killed search?)"
         )
-    if record.status != "running":
+    if record.status == "finished":  # 'failed' (the driver raised) may be resumed
         raise ResumeError(f"{where}: the last search of '{experiment}' already ended ({record.status}); run without --resume to start a new one")
     if record.tracking_uri != tracking_uri:
         raise ResumeError(f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; pass --tracking-uri {record.tracking_uri}")

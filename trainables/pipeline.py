@@ -228,7 +228,8 @@ def final_failure(exc: BaseException) -> Exception | None:
     if isinstance(exc, DivergedError):
         return exc
     if isinstance(exc, torch.OutOfMemoryError):
-        return TrialOOMError(f"CUDA out of memory: {str(exc).splitlines()[0] if str(exc) else exc!r}; {OOM_HINT}")
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]  # the allocator's summary line
+        return TrialOOMError(f"CUDA out of memory: {first_line}; {OOM_HINT}")
     return None
 
 
