@@ -205,6 +205,32 @@ def generate_command(args) -> int:
         raise UserError(str(exc)) from exc
 
 
+def add_evaluate_parser(sub) -> None:
+    from .evaluate import add_arguments
+
+    p = sub.add_parser(
+        "evaluate",
+        help="refit the best config and both baselines on the whole pool, score them once on the test split",
+        description="Refit the best trial's configuration, real-only and classic augmentation on the training pool "
+        "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
+        epilog="example: gantune evaluate --experiment demo --split test --seeds 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=evaluate_command)
+
+
+def evaluate_command(args) -> int:
+    from .evaluate import EvaluateError, evaluate_main
+
+    args.tracking_uri = args.tracking_uri or default_uri()
+    check_tracking(args.tracking_uri)
+    try:
+        return evaluate_main(args)
+    except EvaluateError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def default_uri() -> str:
     from .tracking import default_tracking_uri
 
@@ -270,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     add_promote_parser(sub)
     add_generate_parser(sub)
+    add_evaluate_parser(sub)
     add_data_parser(sub)
     return parser
 
