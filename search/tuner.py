@@ -14,6 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
@@ -64,7 +65,7 @@ def make_searcher(space: Space, seed: int, storage: str | None = None, study_nam
 
 def make_scheduler(space: Space):
     settings = space.search
-    folds = int(space.fixed.get("data.folds", 5))
+    folds = TrialConfig.from_flat(space.fixed).data.total_folds  # one report per fold, over all repeats
     if settings.scheduler == "fifo" or folds < 2:
         return FIFOScheduler()
     return ASHAScheduler(

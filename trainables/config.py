@@ -29,6 +29,17 @@ class DataConfig:
     """Seed of the fold split; the same for every trial so trials are compared on equal folds."""
     positive_class: int = 1
     """Binary tasks: the label counted as positive ("diseased") for sensitivity and precision."""
+    repeats: int = 1
+    """Repeated k-fold: repeat r splits the pool again with seed `seed + r` (folds x repeats in all)."""
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"'data.repeats' must be >= 1, got {self.repeats}")
+
+    @property
+    def total_folds(self) -> int:
+        """Folds a trial runs (and Tune reports): folds x repeats."""
+        return self.folds * self.repeats
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ that also owns the trial's MLflow run (through trainables/tracking.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -156,7 +156,14 @@ def fold_generative_metrics(cfg, references, fold_index, train, val, synthetic_i
 
 
 def trial_folds(cfg: TrialConfig, data: DataSplits) -> list[Fold]:
-    return make_folds(data.pool.labels.cpu().numpy(), cfg.data.folds, cfg.data.seed, groups=data_groups(data))
+    """k stratified folds per repeat, repeat r split with seed data.seed + r; fold indices run on
+    over the repeats (r * k + i), so fold metrics, seeds and cached references never collide."""
+    labels, k = data.pool.labels.cpu().numpy(), cfg.data.folds
+    return [
+        replace(fold, index=r * k + fold.index)
+        for r in range(cfg.data.repeats)
+        for fold in make_folds(labels, k, cfg.data.seed + r, groups=data_groups(data))
+    ]
 
 
 def run_trial(
@@ -269,7 +276,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
         results.append(result)
         means = mean_metrics(results)
         run.log_fold(result, results, means)
-        if len(results) == cfg.data.folds:
+        if len(results) == cfg.data.total_folds:
             run.finish()  # before the last report: the scheduler may stop the trial at any report
         tune.report({**means, **fold_metrics(result), "folds_done": len(results)})
 

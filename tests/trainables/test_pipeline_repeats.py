@@ -1,0 +1,77 @@
+"""Repeated k-fold: data.repeats x data.folds folds, repeat r split with seed data.seed + r, one
+Tune report per fold over all repeats, fold metrics keyed without collisions."""
+
+import numpy as np
+import pytest
+import torch
+
+from gantune.trainables import pipeline, tracking
+from gantune.trainables.config import ConfigError, TrialConfig
+from gantune.trainables.data.datasets import DataSplits
+from gantune.trainables.data.folds import make_folds
+
+FAST = {
+    "data.folds": 2, "data.repeats": 2, "data.positive_class": 0, "synth.ratio": 0.0,
+    "classifier.steps": 2, "classifier.eval_every": 2, "classifier.width": 0.05, "classifier.batch_size": 16,
+}
+
+
+def test_trial_folds_repeat_with_shifted_seeds(small_pool):
+    cfg = TrialConfig.from_flat({**FAST, "data.folds": 3, "data.repeats": 3, "data.seed": 5})
+    folds = pipeline.trial_folds(cfg, DataSplits(pool=small_pool, test=small_pool))
+    labels = small_pool.labels.numpy()
+    assert [f.index for f in folds] == list(range(9))
+    for r in range(3):
+        expected = make_folds(labels, 3, 5 + r)
+        for i, fold in enumerate(folds[3 * r: 3 * r + 3]):
+            assert np.array_equal(fold.val_idx, expected[i].val_idx)
+        # each repeat still holds every pool image out exactly once
+        assert sorted(np.concatenate([f.val_idx for f in folds[3 * r: 3 * r + 3]])) == list(range(len(labels)))
+    assert not np.array_equal(folds[0].val_idx, folds[3].val_idx)  # a new split, not the same one again
+    assert TrialConfig().data.repeats == 1 and len(pipeline.trial_folds(TrialConfig.from_flat({"data.folds": 3}),
+                                                                         DataSplits(small_pool, small_pool))) == 3
+
+
+def test_repeats_must_be_positive():
+    with pytest.raises(ConfigError, match="data.repeats"):
+        TrialConfig.from_flat({"data.repeats": 0})
+
+
+class FakeRun:
+    def __init__(self):
+        self.events = []
+
+    def log_fold(self, result, results, means):
+        self.events.append(("fold", result.fold))
+
+    def finish(self):
+        self.events.append(("finish",))
+
+    def fail(self, exc):
+        raise exc
+
+
+def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatch):
+    from ray import tune
+
+    run, reports = FakeRun(), []
+    monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "report", lambda metrics: (reports.append(metrics), run.events.append(("report",))))
+    settings = pipeline.StudySettings(
+        fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
+    )
+    pipeline.trainable({}, settings)
+    assert [r["folds_done"] for r in reports] == [1, 2, 3, 4]
+    for i, r in enumerate(reports):  # each report carries its own fold's metrics under a unique key
+        assert f"fold{i}_val_auc" in r and not any(f"fold{j}_val_auc" in r for j in range(4) if j != i)
+    assert run.events[-2:] == [("finish",), ("report",)]  # ended before the last report (ASHA may stop there)
+    assert run.events.count(("finish",)) == 1
+
+
+def test_asha_max_t_counts_folds_times_repeats():
+    from gantune.search.space import Space
+    from gantune.search.tuner import make_scheduler
+
+    space = Space("x.yaml", "x", {"data.folds": 3, "data.repeats": 2}, {})
+    assert make_scheduler(space)._max_t == 6
