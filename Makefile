@@ -26,5 +26,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Ratios against baselines timed in the same run (docs/performance.md); each writes
+# benchmarks/results.json. bench: data path, E-GAN, Tune overhead (+ GPU packing on a GPU),
+# under 15 minutes on 2 cores; bench-search: TPE + ASHA against random search (longer).
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+bench-search: $(STAMP)
+	$(PY) -m benchmarks.run --search
+
 clean:
 	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache
