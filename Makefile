@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.gantune-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-search clean
+.PHONY: install demo test browser-deps bench bench-search clean
 
 install: $(STAMP)
 
@@ -23,7 +23,16 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/gantune search spaces/demo.yaml --experiment demo
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium through its chromedriver (no browser download);
+# apt-get needs root, and runs only when either binary is missing.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "make browser-deps: chromium/chromedriver missing; as root: apt-get install -y chromium chromium-driver" >&2; exit 1; \
+	fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(STAMP) browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Ratios against baselines timed in the same run (docs/performance.md); each writes

@@ -51,7 +51,7 @@ def add_search_parser(sub) -> None:
                    help="fix a value of the space, e.g. --set gan.steps=100 (repeatable)")
     p.add_argument("--smoke-test", action="store_true", help="shrink every budget so the search takes a couple of minutes")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray")
-    p.add_argument("--quiet", action="store_true", help="no Ray progress tables (for CI logs)")
+    p.add_argument("--quiet", action="store_true", help="no live progress view, one line per finished trial (for CI logs)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (listed on the parent run) instead of stopping")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment's killed search (same space, --set values, --storage-path, --experiment)")
@@ -205,6 +205,32 @@ def generate_command(args) -> int:
         raise UserError(str(exc)) from exc
 
 
+def add_report_parser(sub) -> None:
+    from .report import add_arguments
+
+    p = sub.add_parser(
+        "report",
+        help="leaderboard, plots and an HTML summary of an experiment's latest search",
+        description="Print the leaderboard of the experiment's latest search and log plots (optimisation history, "
+        "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
+        epilog="example: gantune report --experiment demo --top 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=report_command)
+
+
+def report_command(args) -> int:
+    from .report import ReportError, report_main
+
+    args.tracking_uri = args.tracking_uri or default_uri()
+    check_tracking(args.tracking_uri)
+    try:
+        return report_main(args)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def add_evaluate_parser(sub) -> None:
     from .evaluate import add_arguments
 
@@ -296,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     add_promote_parser(sub)
     add_generate_parser(sub)
+    add_report_parser(sub)
     add_evaluate_parser(sub)
     add_data_parser(sub)
     return parser

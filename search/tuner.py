@@ -19,6 +19,7 @@ from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
 from . import resume, tracking
+from .progress import make_progress
 from .resume import SearchRecord
 from .space import Space
 
@@ -151,6 +152,7 @@ def make_trainable(settings: StudySettings, options: RunOptions):
 
 def make_tuner(space: Space, settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
     callback_args = (options.tracking_uri, record.experiment_id, record.parent_run_id)
+    reporter, progress_callbacks = make_progress(space, quiet=options.verbose == 0)
     return tune.Tuner(
         make_trainable(settings, options),
         tune_config=tune.TuneConfig(
@@ -165,8 +167,9 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             storage_path=resume.storage_uri(options.storage_path),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
-            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args)],
+            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), *progress_callbacks],
             verbose=options.verbose,
+            progress_reporter=reporter,
         ),
     )
 
