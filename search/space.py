@@ -46,6 +46,16 @@ class SearchSettings:
     """Optuna sampler: 'tpe' or 'random'."""
     baselines: tuple[str, ...] = ("real_only",)
     """Baseline trials evaluated first in every search: 'real_only' and/or 'classic_aug'."""
+    objectives: tuple[str, ...] = ()
+    """Multi-objective search: every metric optimised together, the first being `metric` (which
+    ranks the leaderboard). Written in a space file as a list, `metric: [val_auc, val_sensitivity]`
+    with `mode: [max, max]`; empty = single objective."""
+    objective_modes: tuple[str, ...] = ()
+    """'max' or 'min' for each of `objectives`."""
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
 
 FIXED_SECTIONS = {
@@ -135,6 +145,7 @@ class Space:
             "fixed": dict(sorted(self.fixed.items())),
             "searched": dict(sorted(self.domains.items())),
             "search": vars(self.search),
+            **({"notes": [MULTI_OBJECTIVE_NOTE]} if self.search.multi_objective else {}),
         }
 
 
@@ -199,7 +210,8 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
     for key in values:
         if key not in allowed:
             raise SpaceError(f"{path}: unknown key 'search.{key}': 'search' takes {sorted(allowed)}")
-    settings = SearchSettings(**{k: tuple(v) if k == "baselines" else v for k, v in values.items()})
+    values = objectives_from_lists(path, values)
+    settings = SearchSettings(**{k: tuple(v) if k in TUPLE_SETTINGS else v for k, v in values.items()})
     if settings.mode not in ("max", "min"):
         raise SpaceError(f"{path}: 'search.mode' must be max or min, got {settings.mode!r}")
     if settings.scheduler not in ("asha", "fifo"):
@@ -213,6 +225,39 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
         if not isinstance(getattr(settings, key), int) or getattr(settings, key) < 1:
             raise SpaceError(f"{path}: 'search.{key}' must be a whole number >= 1, got {getattr(settings, key)!r}")
     return settings
+
+
+TUPLE_SETTINGS = ("baselines", "objectives", "objective_modes")
+
+MULTI_OBJECTIVE_NOTE = "scheduler fifo: a multi-objective search runs every trial to the end (ASHA stops trials on one metric)"
+
+
+def objectives_from_lists(path: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`metric: [a, b]` (with `mode: [max, min]`, or one mode for all) -> metric a, objectives
+    (a, b), FIFO scheduler. A resolved space (metric a, objectives (a, b)) passes through."""
+    metric, mode = values.get("metric", "val_auc"), values.get("mode", "max")
+    if isinstance(mode, list) and not isinstance(metric, list):
+        raise SpaceError(f"{path}: 'search.mode' is a list, so 'search.metric' must be a list of the same length, got {metric!r}")
+    if not isinstance(metric, list):
+        objectives = list(values.get("objectives") or ())
+        modes = list(values.get("objective_modes") or ())
+        if objectives and (objectives[0] != metric or modes[:1] != [mode]):
+            raise SpaceError(f"{path}: 'search.metric' / 'search.mode' ({metric!r}, {mode!r}) are not the first of "
+                             f"'search.objectives' {objectives} / 'search.objective_modes' {modes}; give 'search.metric' "
+                             "and 'search.mode' as lists to change the objectives")
+        return values
+    modes = mode if isinstance(mode, list) else [mode] * len(metric)
+    if not metric or not all(isinstance(m, str) and m for m in metric) or len(set(metric)) != len(metric):
+        raise SpaceError(f"{path}: 'search.metric' must be a metric name or a list of distinct metric names, got {metric!r}")
+    if len(modes) != len(metric):
+        raise SpaceError(f"{path}: 'search.mode' needs one mode per metric of 'search.metric' ({len(metric)}), got {mode!r}")
+    bad = [m for m in modes if m not in ("max", "min")]
+    if bad:
+        raise SpaceError(f"{path}: 'search.mode' must be max or min for every metric, got {bad}")
+    out = {**values, "metric": metric[0], "mode": modes[0], "objectives": list(metric), "objective_modes": list(modes)}
+    if len(metric) > 1:
+        out["scheduler"] = "fifo"  # see MULTI_OBJECTIVE_NOTE
+    return out
 
 
 def load_space(path: str | Path) -> Space:

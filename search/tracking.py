@@ -120,6 +120,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
         rows.append({
             "trial_id": m.get("trial_id", ""),
             metric: float(value) if value is not None else float("nan"),
+            **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
             "status": "ERROR" if result.error else trial_outcome(m),

@@ -18,7 +18,7 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
-from . import resume, tracking
+from . import plots, resume, tracking
 from .progress import make_progress
 from .resume import SearchRecord
 from .space import Space
@@ -53,8 +53,10 @@ def make_searcher(space: Space, seed: int, storage: str | None = None, study_nam
     )
     searcher = OptunaSearch(
         space.optuna_space(),
-        metric=settings.metric,
-        mode=settings.mode,
+        # Multi-objective: lists of metrics and modes make OptunaSearch create a study with one
+        # direction per objective (TPE and random sampling both handle that in Optuna 5).
+        metric=list(settings.objectives) if settings.multi_objective else settings.metric,
+        mode=list(settings.objective_modes) if settings.multi_objective else settings.mode,
         points_to_evaluate=space.baseline_points() or None,
         sampler=sampler,
         # A persistent study, named after the search's Tune directory, outlives the driver.
@@ -106,6 +108,7 @@ def run_search(
         gpus_per_trial=options.gpus_per_trial,
         metric=space.search.metric,
         mode=space.search.mode,
+        objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
     )
     failed = True
     try:
@@ -123,6 +126,9 @@ def run_search(
         table = tracking.format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, failed)
         resume.mark(options.storage_path, record, "failed" if failed else "finished")
+    if rows:
+        for note in plots.log_search_plots(client, space, options.experiment, parent_run_id, rows, leaderboard_columns(space)):
+            print(f"gantune: {note}")
     return rows, parent_run_id
 
 
@@ -159,8 +165,9 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             search_alg=make_searcher(space, options.seed, options.optuna_storage, record.tune_name),
             scheduler=make_scheduler(space),
             num_samples=space.search.num_samples,
-            metric=space.search.metric,
-            mode=space.search.mode,
+            # A multi-objective searcher holds its own metrics and modes; Tune must not get one.
+            metric=None if space.search.multi_objective else space.search.metric,
+            mode=None if space.search.multi_objective else space.search.mode,
         ),
         run_config=tune.RunConfig(
             name=record.tune_name,
@@ -200,4 +207,4 @@ def leaderboard_columns(space: Space) -> list[str]:
     deltas = [f"delta_{metric}_vs_{name}" for name in space.search.baselines]
     if len(deltas) > 1:
         deltas.append(f"delta_{metric}_vs_best_baseline")
-    return ["trial_id", metric, *deltas, "baseline", "folds_done", "status", *sorted(space.domains)]
+    return ["trial_id", metric, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status", *sorted(space.domains)]

@@ -220,6 +220,9 @@ class StudySettings:
     """The searched metric; a trial that fails for good reports its worst value to the searcher."""
     mode: str = "max"
     """'max' or 'min', the direction of `metric`."""
+    objectives: tuple[tuple[str, str], ...] = ()
+    """Multi-objective searches: every (metric, mode); a trial that fails for good reports the
+    worst value of each, so the multi-objective searcher can record it."""
 
 
 class TrialOOMError(RuntimeError):
@@ -243,9 +246,10 @@ def final_failure(exc: BaseException) -> Exception | None:
 def failure_report(exc: Exception, settings: StudySettings, folds_done: int) -> dict[str, float]:
     """The result a trial that failed for good reports: the worst value of the metric, so the
     searcher records it (an Optuna trial never stays RUNNING) and steers away from it."""
-    worst = 0.0 if settings.mode == "max" else float("inf")
+    objectives = settings.objectives or ((settings.metric, settings.mode),)
+    worst = {metric: 0.0 if mode == "max" else float("inf") for metric, mode in objectives}
     flag = "diverged" if isinstance(exc, DivergedError) else "oom"
-    return {settings.metric: worst, "folds_done": folds_done, flag: 1}
+    return {**worst, "folds_done": folds_done, flag: 1}
 
 
 def trial_device(gpus_per_trial: float) -> torch.device:
