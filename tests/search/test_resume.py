@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.entities import ViewType
@@ -89,3 +90,20 @@ def test_sweep_closes_running_runs_and_deletes_orphans(tmp_path):
     assert status[other].status == "RUNNING"  # another search's run is not touched
     active = client.search_runs([exp], "tags.`gantune.role` = 'trial'", run_view_type=ViewType.ACTIVE_ONLY)
     assert orphan not in {r.info.run_id for r in active}
+
+
+def test_persistent_optuna_study_named_after_the_search_and_no_trial_left_running(tmp_path):
+    import optuna
+
+    from gantune.search.space import load_space
+    from gantune.search.tuner import fail_stale_optuna_trials, make_searcher
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "demo.yaml")
+    limiter = make_searcher(space, seed=0, storage=storage, study_name="demo-abcdef01")
+    limiter.set_search_properties("val_auc", "max", {})
+    assert limiter.suggest("t1") is not None  # an Optuna trial now RUNNING in the database
+    study = optuna.load_study(study_name="demo-abcdef01", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+    fail_stale_optuna_trials(storage, "demo-abcdef01")  # e.g. the trial of a killed driver
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

@@ -1,0 +1,215 @@
+"""The search as a platform, against real services on this machine:
+
+- a driver SIGKILLed mid-search, then `--resume`: every trial finished once, exactly one MLflow
+  run per trial, none RUNNING, the same parent run;
+- a two-node Ray cluster on loopback (`ray start --head` + a second `ray start`), joined with
+  `--address`, running a search whose GAN trial diverges (gan.lr=1e30): that trial's run ends
+  FAILED with the reason and the search finishes.
+
+Every process these tests start carries a marker in its environment; teardown kills exactly those
+(Ray workers leave the driver's process group, and `ray stop` would kill every Ray process on the
+machine, other engineers' included)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = str(ROOT / "spaces" / "demo.yaml")
+BIN = Path(sys.executable).parent
+MARK = "GANTUNE_TEST_MARK"
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def marked_pids(marker: str) -> list[int]:
+    needle = f"{MARK}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                pass
+    return pids
+
+
+def kill_marked(marker: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (pids := marked_pids(marker)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    assert not marked_pids(marker), "processes started by this test survived SIGKILL"
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A working dir, an environment with a unique marker and a short private Ray temp dir."""
+    marker = secrets.token_hex(6)
+    ray_tmp = tempfile.mkdtemp(prefix="gtr", dir="/tmp")  # short: Ray's unix socket paths
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update({MARK: marker, "RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    yield tmp_path, env, marker
+    kill_marked(marker)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def gantune(*args: str) -> list[str]:
+    return [str(BIN / "gantune"), *args]
+
+
+def trial_runs(client, experiment_id, view=ViewType.ACTIVE_ONLY):
+    return client.search_runs([experiment_id], "tags.`gantune.role` = 'trial'", run_view_type=view)
+
+
+def leaderboard_ids(client, parent_run_id, tmp_path) -> list[str]:
+    path = client.download_artifacts(parent_run_id, "leaderboard.csv", str(tmp_path))
+    return [row["trial_id"] for row in csv.DictReader(io.StringIO(Path(path).read_text()))]
+
+
+# --- resume after a killed driver -------------------------------------------------------------
+
+
+RESUME_ARGS = ["--smoke-test", "--num-samples", "3", "--set", "data.folds=3", "--set", "gan.steps=40",
+               "--max-concurrent", "1", "--experiment", "resume", "--quiet"]
+
+
+def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300):
+    """Until a trial finished, the next one is RUNNING and Tune saved its experiment state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the search ended before it could be killed"
+        experiment = client.get_experiment_by_name("resume")
+        if experiment is not None:
+            runs = trial_runs(client, experiment.experiment_id)
+            saved = list(tune_root.glob("resume-*/experiment_state-*.json"))
+            if saved and any(r.info.status == "RUNNING" for r in runs) and any(r.info.status != "RUNNING" for r in runs):
+                return
+        time.sleep(0.5)
+    pytest.fail("no trial finished within the timeout")
+
+
+def test_killed_search_resumes_without_duplicate_or_running_runs(sandbox, capsys):
+    workdir, env, marker = sandbox
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    proc = subprocess.Popen(gantune("search", DEMO, *RESUME_ARGS), cwd=workdir, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_mid_search(client, proc, workdir / "ray_results")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
+        proc.wait()
+        kill_marked(marker)  # Ray workers run in their own process groups
+    experiment = client.get_experiment_by_name("resume")
+    before = trial_runs(client, experiment.experiment_id)
+    assert any(r.info.status == "RUNNING" for r in before)  # killed mid-trial
+
+    done = subprocess.run(gantune("search", DEMO, *RESUME_ARGS, "--resume"), cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "Leaderboard (3 trials" in done.stdout
+
+    parents = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent run, ended
+    runs = trial_runs(client, experiment.experiment_id)
+    ids = [r.data.tags["gantune.trial_id"] for r in runs]
+    assert sorted(ids) == sorted(leaderboard_ids(client, parents[0].info.run_id, workdir))
+    assert len(ids) == len(set(ids)) == 3  # one run per trial
+    assert {r.info.run_id for r in before if r.data.tags["gantune.trial_id"] in ids} <= {r.info.run_id for r in runs}
+    for run in runs:
+        assert run.info.status in ("FINISHED", "KILLED"), (run.info.status, run.data.tags.get("gantune.failure_reason"))
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        if run.info.status == "FINISHED":
+            assert run.data.metrics["folds_done"] == 3
+    orphans = trial_runs(client, experiment.experiment_id, ViewType.DELETED_ONLY)
+    assert all(r.info.status != "RUNNING" and r.data.tags["gantune.trial_id"] not in ids for r in orphans)
+    assert '"status": "finished"' in (workdir / "ray_results" / "resume.gantune.json").read_text()
+    with capsys.disabled():
+        print(f"\n[resume] trials={len(set(ids))} runs={len(runs)} orphan runs deleted={len(orphans)} "
+              f"runs before kill={len(before)}")
+
+    # The generator a resumed trial logged loads and generates (the real artifact layout).
+    gan_run = next(r for r in runs if float(r.data.params["synth.ratio"]) > 0)
+    out = workdir / "generated"
+    gen = subprocess.run(gantune("generate", f"runs:/{gan_run.info.run_id}/generator", "--num", "2", "--out", str(out),
+                                 "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}"),
+                         cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert len(list(out.glob("*/*.png"))) == 4
+
+
+# --- a two-node cluster on loopback -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cmd(env, *args, timeout=120):
+    proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def wait_for_nodes(env, address: str, count: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = ray_cmd(env, "status", "--address", address)
+        active = status.split("Active:")[1].split("Pending:")[0]
+        if active.count(" node_") >= count:
+            return
+        time.sleep(2)
+    pytest.fail(f"the cluster at {address} never had {count} nodes")
+
+
+def test_two_node_cluster_search_with_a_diverging_trial(sandbox):
+    workdir, env, _ = sandbox
+    # The cluster's own token, so joining never depends on this machine's ~/.ray/auth_token.
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head_tmp, worker_tmp = (tempfile.mkdtemp(prefix=p, dir=env["RAY_TMPDIR"]) for p in ("h", "w"))
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    ray_cmd(env, "start", "--head", "--port", str(port), "--temp-dir", head_tmp, "--include-dashboard=false", *common)
+    ray_cmd(env, "start", "--address", address, "--temp-dir", worker_tmp, *common)
+    wait_for_nodes(env, address, 2)
+
+    proc = subprocess.run(
+        gantune("search", DEMO, "--address", address, "--smoke-test", "--set", "gan.lr=1e30",
+                "--experiment", "cluster", "--max-concurrent", "2", "--quiet"),
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "DIVERGED" in proc.stdout
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cluster")
+    parent = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")[0]
+    assert parent.info.status == "FINISHED"
+    runs = {r.data.tags.get("gantune.baseline", "gan"): r for r in trial_runs(client, experiment.experiment_id)}
+    assert set(runs) == {"real_only", "gan"}
+    assert runs["real_only"].info.status == "FINISHED"
+    diverged = runs["gan"]
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["gantune.failure_reason"].startswith("diverged: loss_")
+    assert "nan" in diverged.data.tags["gantune.failure_reason"]
