@@ -135,11 +135,12 @@ def search_main(args) -> int:
         resume=args.resume, max_failures=args.max_failures, optuna_storage=args.optuna_storage,
     )
     from .resume import ResumeError
+    from .tuner import ClusterError
 
     start = time.monotonic()
     try:
         rows, parent_run_id = run_search(space, data, options, skipped_files=skipped)
-    except ResumeError as exc:
+    except (ResumeError, ClusterError) as exc:
         raise UserError(str(exc)) from exc
     print_summary(space, rows, parent_run_id, tracking_uri, time.monotonic() - start)
     return 0 if rows else 1

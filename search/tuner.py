@@ -79,11 +79,22 @@ def make_scheduler(space: Space):
     )
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster named by --address cannot be joined; the message says what to check."""
+
+
 def init_ray(options: RunOptions, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if options.address:
-        ray.init(address=options.address, log_to_driver=options.verbose > 0)
+        try:
+            ray.init(address=options.address, log_to_driver=options.verbose > 0)
+        except ConnectionError as exc:
+            raise ClusterError(
+                f"cannot join the Ray cluster at --address {options.address}: {exc}. Is `ray start --head` running "
+                "there? A cluster with token authentication also needs RAY_AUTH_MODE=token here, and its token "
+                "(RAY_AUTH_TOKEN or ~/.ray/auth_token) as on its nodes"
+            ) from exc
     else:
         # "local": always a fresh cluster, never one that a `ray start` on this machine left behind
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=options.verbose > 0)
@@ -93,6 +104,8 @@ def run_search(
     space: Space, data: DataSplits, options: RunOptions, skipped_files: list[str] = ()
 ) -> tuple[list[dict], str]:
     """Run the whole search; returns (leaderboard rows best first, parent run id)."""
+    # Ray first: a cluster that cannot be joined must not leave a FAILED parent run behind.
+    init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
     client = MlflowClient(options.tracking_uri)
     record = open_search(client, space, options)
     experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
@@ -112,7 +125,6 @@ def run_search(
     )
     failed = True
     try:
-        init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
         tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
         results = tuner.fit()
         if options.optuna_storage:
