@@ -88,8 +88,11 @@ def log_ratio_plot(client, experiment: str, run_id: str) -> str | None:
     """report.ratio_plot on the finished search `run_id`; returns why it was not drawn, or None.
     (report.load_search reads the experiment's latest finished search: this one, unless another
     search of the same experiment ended in the meantime.)"""
+    import os
+
     from .report import ReportError, leaderboard, load_search, ratio_plot
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the search's output
     try:
         view = load_search(client, experiment)
     except ReportError as exc:
