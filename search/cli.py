@@ -313,6 +313,22 @@ def data_check_command(args) -> int:
     return data_check_main(argparse.Namespace(path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess))
 
 
+def add_server_parser(sub) -> None:
+    from gantune.mlflow_server import add_server_arguments, server_main
+
+    p = sub.add_parser(
+        "server",
+        help="start an MLflow tracking server (SQLite by default; PostgreSQL + S3 for production)",
+        description="Start `mlflow server` bound to 127.0.0.1 with a SQLite store and proxied artifacts by default; "
+        "options for a PostgreSQL backend store, S3/MinIO artifacts and basic auth.",
+        epilog="example: gantune server --port 5000\n         gantune server --backend-store-uri postgresql://mlflow@db/mlflow "
+        "--artifacts-destination s3://gantune/mlflow --auth",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_server_arguments(p)
+    p.set_defaults(func=server_main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gantune",
@@ -326,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_evaluate_parser(sub)
     add_data_parser(sub)
+    add_server_parser(sub)
     return parser
 
 
