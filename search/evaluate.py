@@ -387,9 +387,11 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     check_same_data(client, source, data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     progress(header)
-    progress(f"refit on {len(data.pool)} pool images (1/{source.cfg.data.folds} held out for early stopping), "
-             f"scored on {len(data.test)} {split} images; {len(configs)} methods x {seeds} seeds")
-    results, refit = evaluate_methods(configs, data, list(range(seeds)), device, progress)
+    refit = refit_split(data, source.cfg)
+    progress(f"refit on {len(refit.train_idx)} of the {len(data.pool)} pool images ({len(refit.val_idx)} = 1/{source.cfg.data.folds} "
+             f"held out to early-stop the classifier), scored on {len(data.test)} {split} images; "
+             f"{len(configs)} methods x {seeds} seeds")
+    results, _ = evaluate_methods(configs, data, list(range(seeds)), device, progress)
     ev = compare(results, list(range(seeds)), ranking_metric_of(source.resolved["search"]["metric"]))
     table = format_table(ev, split)
     run_id = log_evaluation(client, source, ev, split, table, refit.val_idx, configs)
