@@ -176,8 +176,8 @@ def wait_for_nodes(env, address: str, count: int, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = ray_cmd(env, "status", "--address", address)
-        active = status.split("Active:")[1].split("Pending:")[0]
-        if active.count(" node_") >= count:
+        # Right after `ray start` the autoscaler may not have published a report yet.
+        if "Active:" in status and status.split("Active:")[1].split("Pending:")[0].count(" node_") >= count:
             return
         time.sleep(2)
     pytest.fail(f"the cluster at {address} never had {count} nodes")
