@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of benchmarks 1-2 (a demo trial's 1 CPU)")
     p.add_argument("--steps", type=int, default=60, help="GAN iterations per timing (benchmarks 1-2)")
     p.add_argument("--repeats", type=int, default=5, help="timings per figure; the median is kept")
-    p.add_argument("--tune-samples", type=int, default=6, help="trials of the demo search timed by benchmark 3")
+    p.add_argument("--tune-samples", type=int, default=12, help="trials of the demo search timed by benchmark 3 (more trials amortise Ray's start-up)")
     p.add_argument("--search-samples", type=int, default=12, help="trials of each search of benchmark 4")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file (merged into when it exists)")
     return p.parse_args(argv)
