@@ -57,12 +57,13 @@ def print_machine(info: dict) -> None:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
 
 
-def write_results(figures: dict, details: dict, info: dict, path: Path = RESULTS) -> dict:
-    """Merge into the results file, so `make bench-search` adds to what `make bench` wrote."""
+def write_results(figures: dict, details: dict, info: dict, suite: str, path: Path = RESULTS) -> dict:
+    """Merge into the results file, so `make bench-search` adds to what `make bench` wrote; the
+    machine (and its load) is kept per suite."""
     previous = json.loads(path.read_text()) if path.exists() else {}
     merged = {**previous, **figures}
     merged["details"] = {**previous.get("details", {}), **details}
-    merged["machine"] = info
+    merged["machine"] = {**previous.get("machine", {}), suite: info}
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return merged
 

@@ -116,19 +116,27 @@ def best_complete(run: SearchRun, metric: str = "val_auc") -> float:
     )
 
 
+def complete_values(run: SearchRun, metric: str = "val_auc") -> list[float]:
+    return sorted(float(t.results[-1][metric]) for t in run.trials if int(t.results[-1].get("folds_done", 0)) == run.folds)
+
+
 def search_compute_fraction(asha: SearchRun, random: SearchRun) -> dict:
     """Benchmark 4: compute TPE + ASHA needs to reach random search's best validation AUC ÷
-    random search's total compute (1.0 and reached=False when it never reaches it)."""
+    random search's total compute; None (reached False) when it never reaches it."""
     target = best_complete(random)
     random_total = sum(t.seconds for t in random.trials)
+    asha_total = sum(t.seconds for t in asha.trials)
     needed = compute_to_reach(asha, target)
     return {
-        "search_compute_fraction": (needed if needed is not None else sum(t.seconds for t in asha.trials)) / random_total,
+        "search_compute_fraction": None if needed is None else needed / random_total,
         "reached": needed is not None,
+        "asha_total_over_random_total": asha_total / random_total,
         "random_best_val_auc": target,
         "asha_best_val_auc": best_complete(asha),
+        "random_complete_val_aucs": complete_values(random),
+        "asha_complete_val_aucs": complete_values(asha),
         "random_total_seconds": random_total,
-        "asha_total_seconds": sum(t.seconds for t in asha.trials),
+        "asha_total_seconds": asha_total,
         "asha_seconds_to_reach": needed,
         "trials_each": len(random.trials),
         "asha_folds_done": sorted(int(t.results[-1].get("folds_done", 0)) for t in asha.trials),

@@ -97,6 +97,11 @@ def test_search_compute_fraction_counts_compute_until_the_target():
     assert out["random_best_val_auc"] == 0.75 and out["reached"]
     assert out["search_compute_fraction"] == pytest.approx(10 / 20)
     assert compute_to_reach(asha, 0.95) is None
+    # A random search whose best complete trial (0.95) TPE + ASHA never matches:
+    lucky = SearchRun(0, 0, 1, 2, (TrialTimeline("r3", (result(10, 5, 5, 1, 0.9), result(20, 10, 5, 2, 0.95))),))
+    missed = search_compute_fraction(asha, lucky)
+    assert missed["search_compute_fraction"] is None and not missed["reached"]
+    assert missed["asha_total_over_random_total"] == pytest.approx((4 + 6 + 9) / 10)
 
 
 def test_gpu_packing_skips_without_cuda(images):
