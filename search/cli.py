@@ -6,6 +6,8 @@ touches MLflow, and `search --dry-run` stops after printing the resolved configu
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import os
 import sys
@@ -156,105 +158,52 @@ def check_tracking(tracking_uri: str) -> None:
         raise UserError(str(exc)) from exc
 
 
-def add_promote_parser(sub) -> None:
-    from .promote import add_arguments
-
-    p = sub.add_parser(
-        "promote",
-        help="register the best trial's generator as <experiment>-generator@champion",
-        description="Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
-        epilog="example: gantune promote --experiment demo --metric val_auc",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    p.set_defaults(func=promote_command)
-
-
-def promote_command(args) -> int:
-    from .promote import PromoteError, promote_main
-
-    args.tracking_uri = args.tracking_uri or default_uri()
-    check_tracking(args.tracking_uri)
-    try:
-        return promote_main(args)
-    except PromoteError as exc:
-        raise UserError(str(exc)) from exc
-
-
-def add_generate_parser(sub) -> None:
-    from .generate import add_arguments
-
-    p = sub.add_parser(
-        "generate",
-        help="write N synthetic images per class from a registered generator",
-        description="Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
-        epilog="example: gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    p.set_defaults(func=generate_command)
-
-
-def generate_command(args) -> int:
-    from .generate import GenerateError, generate_main
-
-    args.tracking_uri = args.tracking_uri or default_uri()
-    check_tracking(args.tracking_uri)
-    try:
-        return generate_main(args)
-    except GenerateError as exc:
-        raise UserError(str(exc)) from exc
-
-
-def add_report_parser(sub) -> None:
-    from .report import add_arguments
-
-    p = sub.add_parser(
-        "report",
-        help="leaderboard, plots and an HTML summary of an experiment's latest search",
-        description="Print the leaderboard of the experiment's latest search and log plots (optimisation history, "
+TRACKING_COMMANDS = {
+    "promote": (
+        "register the best trial's generator as <experiment>-generator@champion",
+        "Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
+        "gantune promote --experiment demo --metric val_auc",
+    ),
+    "generate": (
+        "write N synthetic images per class from a registered generator",
+        "Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
+        "gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
+    ),
+    "report": (
+        "leaderboard, plots and an HTML summary of an experiment's latest search",
+        "Print the leaderboard of the experiment's latest search and log plots (optimisation history, "
         "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
-        epilog="example: gantune report --experiment demo --top 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    p.set_defaults(func=report_command)
-
-
-def report_command(args) -> int:
-    from .report import ReportError, report_main
-
-    args.tracking_uri = args.tracking_uri or default_uri()
-    check_tracking(args.tracking_uri)
-    try:
-        return report_main(args)
-    except ReportError as exc:
-        raise UserError(str(exc)) from exc
-
-
-def add_evaluate_parser(sub) -> None:
-    from .evaluate import add_arguments
-
-    p = sub.add_parser(
-        "evaluate",
-        help="refit the best config and both baselines on the whole pool, score them once on the test split",
-        description="Refit the best trial's configuration, real-only and classic augmentation on the training pool "
+        "gantune report --experiment demo --top 5",
+    ),
+    "evaluate": (
+        "refit the best config and both baselines on the whole pool, score them once on the test split",
+        "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
         "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
-        epilog="example: gantune evaluate --experiment demo --split test --seeds 5",
+        "gantune evaluate --experiment demo --split test --seeds 5",
+    ),
+}
+"""Commands that read an experiment from MLflow: name -> (help, description, example). Each lives
+in search/<name>.py with `add_arguments(parser)`, `<name>_main(args)` and `<Name>Error`."""
+
+
+def add_tracking_parser(sub, name: str) -> None:
+    help_text, description, example = TRACKING_COMMANDS[name]
+    p = sub.add_parser(
+        name, help=help_text, description=description, epilog=f"example: {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(p)
-    p.set_defaults(func=evaluate_command)
+    importlib.import_module(f"gantune.search.{name}").add_arguments(p)
+    p.set_defaults(func=functools.partial(tracking_command, name))
 
 
-def evaluate_command(args) -> int:
-    from .evaluate import EvaluateError, evaluate_main
-
+def tracking_command(name: str, args) -> int:
+    """Resolve the tracking URI, check the server answers, run; the module's own error -> exit 2."""
+    module = importlib.import_module(f"gantune.search.{name}")
     args.tracking_uri = args.tracking_uri or default_uri()
     check_tracking(args.tracking_uri)
     try:
-        return evaluate_main(args)
-    except EvaluateError as exc:
+        return getattr(module, f"{name}_main")(args)
+    except getattr(module, f"{name.capitalize()}Error") as exc:
         raise UserError(str(exc)) from exc
 
 
@@ -337,10 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_search_parser(sub)
-    add_promote_parser(sub)
-    add_generate_parser(sub)
-    add_report_parser(sub)
-    add_evaluate_parser(sub)
+    for name in TRACKING_COMMANDS:
+        add_tracking_parser(sub, name)
     add_data_parser(sub)
     add_server_parser(sub)
     return parser

@@ -113,7 +113,7 @@ def make_optimizer(params, cfg: ClassifierConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def predict_proba(model: nn.Module, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """Class probabilities (N, num_classes)."""
     model.eval()
     return torch.cat([F.softmax(model(images[i : i + batch]), dim=1) for i in range(0, len(images), batch)])
