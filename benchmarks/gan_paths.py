@@ -18,13 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from gantune.trainables.gans.base import GANConfig, normal_latent
-from gantune.trainables.gans.dcgan import (
-    adam,
-    build_dcgan_pair,
-    discriminator_loss,
-    fit_dcgan,
-    nonsaturating_generator_loss,
-)
+from gantune.trainables.gans.dcgan import adam, build_dcgan_pair, dcgan_step, fit_dcgan
 from gantune.trainables.gans.egan import fit_egan
 
 from .common import median_seconds
@@ -102,15 +96,7 @@ def naive_dcgan(cfg: GANConfig, dataset: Dataset, *, steps: int, seed: int, devi
             batches = iter(loader)
             real = next(batches)
         real = real.to(device)
-        fake = generator(latent(len(real), rng, device))
-        loss_d = discriminator_loss(discriminator(real), discriminator(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = nonsaturating_generator_loss(discriminator(fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        loss_d, loss_g = dcgan_step(generator, discriminator, opt_g, opt_d, real, latent(len(real), rng, device))
         losses.append((loss_d.item(), loss_g.item()))  # the papers log every step
     return generator, discriminator, losses
 

@@ -41,6 +41,23 @@ def build_dcgan_pair(cfg: GANConfig, image_shape: tuple[int, int, int], device: 
     return generator, discriminator
 
 
+def dcgan_step(generator, discriminator, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor):
+    """One DCGAN update: a discriminator step, then a generator step on the same fakes.
+    Returns (loss_d, loss_g) as graph-free tensors."""
+    # --- Discriminator step ---
+    fake = generator(z)
+    loss_d = discriminator_loss(discriminator(real), discriminator(fake.detach()))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    # --- Generator step ---
+    loss_g = nonsaturating_generator_loss(discriminator(fake))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return loss_d.detach(), loss_g.detach()
+
+
 def fit_dcgan(
     cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None
 ) -> TrainedGAN:
@@ -56,19 +73,9 @@ def fit_dcgan(
     generator.train(), discriminator.train()
     for step in range(1, cfg.steps + 1):
         real = next(batches)
-        # --- Discriminator step ---
-        fake = generator(latent(len(real), rng, device))
-        loss_d = discriminator_loss(discriminator(real), discriminator(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        # --- Generator step ---
-        loss_g = nonsaturating_generator_loss(discriminator(fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        loss_d, loss_g = dcgan_step(generator, discriminator, opt_g, opt_d, real, latent(len(real), rng, device))
         check_finite(step, loss_d=loss_d, loss_g=loss_g)
-        means.add(loss_d=loss_d.detach(), loss_g=loss_g.detach())
+        means.add(loss_d=loss_d, loss_g=loss_g)
         if report_due(step, cfg):
             flushed = means.flush()
             if report:
