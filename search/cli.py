@@ -9,7 +9,6 @@ import argparse
 import functools
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -104,15 +104,10 @@ def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, ba
 
 
 def find_source(client, experiment_name: str) -> Source:
-    from .promote import latest_search
+    from .promote import experiment_and_latest_search
     from gantune.trainables.tracking import find_trial_run
 
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise EvaluateError(f"no MLflow experiment named '{experiment_name}'")
-    search = latest_search(client, experiment.experiment_id)
-    if search is None:
-        raise EvaluateError(f"experiment '{experiment_name}' has no finished search (tag gantune.role=search)")
+    experiment, search = experiment_and_latest_search(client, experiment_name, EvaluateError)
     resolved = download_json(client, search.info.run_id, "config/resolved_space.json")
     metric, mode = resolved["search"]["metric"], resolved["search"]["mode"]
     best_id = search.data.tags.get("gantune.best_trial_id")

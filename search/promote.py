@@ -70,6 +70,17 @@ def latest_search(client, experiment_id: str):
     return runs[0] if runs else None
 
 
+def experiment_and_latest_search(client, experiment_name: str, error: type[Exception]):
+    """(experiment, its latest finished search run), or `error` naming what is missing."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise error(f"no MLflow experiment named '{experiment_name}'")
+    search = latest_search(client, experiment.experiment_id)
+    if search is None:
+        raise error(f"experiment '{experiment_name}' has no finished search (tag gantune.role=search)")
+    return experiment, search
+
+
 def search_mode(client, search_run, metric: str) -> str:
     """The search's own direction when ranking by its metric; 'max' for other metrics."""
     import tempfile
@@ -101,12 +112,7 @@ def rank(runs: list, metric: str, mode: str) -> list:
 
 
 def choose(client, experiment_name: str, metric: str, mode: str | None) -> Choice:
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise PromoteError(f"no MLflow experiment named '{experiment_name}'")
-    search = latest_search(client, experiment.experiment_id)
-    if search is None:
-        raise PromoteError(f"experiment '{experiment_name}' has no finished search")
+    experiment, search = experiment_and_latest_search(client, experiment_name, PromoteError)
     mode = mode or search_mode(client, search, metric)
     trials = client.search_runs(
         [experiment.experiment_id], TRIAL_FILTER.format(parent=search.info.run_id), max_results=10_000

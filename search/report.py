@@ -29,7 +29,7 @@ import optuna
 
 from gantune.trainables.config import TrialConfig
 
-from .promote import TRIAL_FILTER, latest_search
+from .promote import TRIAL_FILTER, experiment_and_latest_search
 from .space import Space, make_search_settings
 
 PLOT_DPI = 110
@@ -96,12 +96,7 @@ def typed_value(text: str, distribution: optuna.distributions.BaseDistribution) 
 
 
 def load_search(client, experiment_name: str) -> SearchView:
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise ReportError(f"no MLflow experiment named '{experiment_name}'")
-    search = latest_search(client, experiment.experiment_id)
-    if search is None:
-        raise ReportError(f"experiment '{experiment_name}' has no finished search (tag gantune.role=search)")
+    experiment, search = experiment_and_latest_search(client, experiment_name, ReportError)
     run_id = search.info.run_id
     source = f"runs:/{run_id}/config/resolved_space.json"
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key
+from gantune.trainables.config import SECTIONS, TrialConfig, check_key
 
 DOMAIN_KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 

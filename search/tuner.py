@@ -3,7 +3,6 @@ leaderboard. Ray's one home on the driver side."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import optuna

@@ -3,7 +3,6 @@ Tune report per fold over all repeats, fold metrics keyed without collisions."""
 
 import numpy as np
 import pytest
-import torch
 
 from gantune.trainables import pipeline, tracking
 from gantune.trainables.config import ConfigError, TrialConfig

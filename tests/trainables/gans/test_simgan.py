@@ -12,7 +12,6 @@ from gantune.trainables.gans.simgan import (
     LocalDiscriminator,
     Refiner,
     RefinerConfig,
-    fit_refiner,
     local_ce,
     refiner_loss,
 )
