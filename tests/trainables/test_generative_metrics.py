@@ -171,7 +171,9 @@ def test_cache_builds_once_per_fold_and_metrics_are_flat_floats():
     assert tuple(copies) == GEN_METRIC_NAMES and all(isinstance(v, float) for v in copies.values())
     assert copies["gen_fd_classifier"] == pytest.approx(0.0, abs=1e-5)
     assert copies["gen_precision"] == 1.0 and copies["gen_coverage"] == 1.0
-    assert copies["gen_memorisation_ratio"] == 0.0 and copies["gen_memorisation_fraction"] == 1.0
+    # cdist's matrix-product path leaves ~1e-7 of rounding on identical images
+    assert copies["gen_memorisation_ratio"] == pytest.approx(0.0, abs=1e-5)
+    assert copies["gen_memorisation_fraction"] == 1.0
     fresh = generative_metrics(ref, torch.rand(25, 1, 28, 28) * 2 - 1)
     assert fresh["gen_memorisation_ratio"] > 0.8 and fresh["gen_memorisation_fraction"] < 0.3
     assert all(np.isfinite(v) for v in fresh.values())
