@@ -9,6 +9,7 @@ import argparse
 import functools
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -175,7 +176,7 @@ TRACKING_COMMANDS = {
         "gantune report --experiment demo --top 5",
     ),
     "evaluate": (
-        "refit the best config and both baselines on the whole pool, score them once on the test split",
+        "refit the best config and both baselines, score them once on the test split",
         "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
         "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
         "gantune evaluate --experiment demo --split test --seeds 5",
@@ -226,7 +227,10 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
 
 
 def add_data_parser(sub) -> None:
-    p = sub.add_parser("data", help="inspect a dataset before searching it", description="Inspect a dataset.")
+    p = sub.add_parser(
+        "data", help="inspect a dataset before searching it", description="Inspect a dataset before searching it.",
+        epilog="example: gantune data check data/breastmnist.npz --folds 3", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = data_sub.add_parser(
         "check",
@@ -295,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not sys.stderr.isatty():
+        # Logs get the commands' own lines, not MLflow's download bars (ours turn off alike).
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return args.func(args)
     except UserError as exc:

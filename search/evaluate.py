@@ -32,6 +32,8 @@ from gantune.trainables.data.folds import Fold, make_folds
 from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.pipeline import enhance, fit_pipeline, score
 
+from .bars import progress_bar, write_line
+
 METHODS = ("best_config", "real_only", "classic_aug")
 BASELINES = METHODS[1:]
 TABLE_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
@@ -165,17 +167,20 @@ def evaluate_methods(
     split = refit_split(data, first)
     results: dict[str, list[dict[str, float]]] = {m: [] for m in configs}
     total, done = len(configs) * len(seeds), 0
-    for method, cfg in configs.items():
-        pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
-        train, early_stop = split.train_view(pool), split.val_view(pool)
-        for seed in seeds:
-            start = time.monotonic()
-            model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed)
-            metrics, _, _ = score(model, test, cfg.data.positive_class)
-            results[method].append(metrics)
-            done += 1
-            progress(f"[{done}/{total}] {method} seed {seed}: test auc {metrics['auc']:.4f}, "
-                     f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
+    with progress_bar(total, "evaluate", "fit") as bar:
+        for method, cfg in configs.items():
+            pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
+            train, early_stop = split.train_view(pool), split.val_view(pool)
+            for seed in seeds:
+                bar.set_postfix_str(f"{method} seed {seed}")
+                start = time.monotonic()
+                model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed)
+                metrics, _, _ = score(model, test, cfg.data.positive_class)
+                results[method].append(metrics)
+                done += 1
+                progress(f"[{done}/{total}] {method} seed {seed}: test auc {metrics['auc']:.4f}, "
+                         f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
+                bar.update(1)
     return results, split
 
 
@@ -394,10 +399,7 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
 
 
 def evaluate_main(args) -> int:
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     text, _ = evaluate(args.tracking_uri, args.experiment, args.split, args.seeds, args.data,
-                       progress=lambda line: print(line, flush=True), dry_run=args.dry_run)
+                       progress=write_line, dry_run=args.dry_run)
     print(text)
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .bars import progress_bar
+
 FORMATS = ("png", "npz", "mha")
 
 
@@ -95,12 +97,13 @@ def sample_classes(checkpoint: Path, num: int, seed: int) -> tuple[dict[int, np.
     class_names = tuple(torch.load(checkpoint, map_location="cpu", weights_only=True)["class_names"])
     gans, refiners = load_generators(str(checkpoint)), load_refiners(str(checkpoint))
     images = {}
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(len(gans), "sample", "class") as bar:
         for label, gan in sorted(gans.items()):
             batch = gan.sample(num, seed=seed + label)
             if label in refiners:
                 batch = refiners[label].refine(batch)
             images[label] = batch.cpu().numpy().astype(np.float32)
+            bar.update(1)
     return images, class_names, bool(refiners)
 
 
@@ -117,12 +120,14 @@ def write_per_image(out: Path, images: dict[int, np.ndarray], class_names: tuple
     from gantune.trainables.data.io import write_chw
 
     files = []
-    for label, batch in images.items():
-        folder = out / folder_name(label, class_names)
-        for i, image in enumerate(batch):
-            path = folder / f"{i:05d}.{fmt}"
-            write_chw(path, image)  # png: uint8; mha: float32 values in [-1, 1]
-            files.append(str(path.relative_to(out)))
+    with progress_bar(sum(map(len, images.values())), "write", "image") as bar:
+        for label, batch in images.items():
+            folder = out / folder_name(label, class_names)
+            for i, image in enumerate(batch):
+                path = folder / f"{i:05d}.{fmt}"
+                write_chw(path, image)  # png: uint8; mha: float32 values in [-1, 1]
+                files.append(str(path.relative_to(out)))
+                bar.update(1)
     return files
 
 

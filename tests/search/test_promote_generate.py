@@ -190,3 +190,47 @@ def test_commands_refuse_an_unreachable_tracking_server(tmp_path):
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert "http://127.0.0.1:9 is not reachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def run_in_terminal(argv: list[str], cwd: Path, timeout: float = 120) -> tuple[int, str]:
+    """Run a command with its stdout and stderr on a pseudo-terminal, as a person at a shell would."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # A fresh pty is 0 x 0; give it the size of a usual terminal window, as a shell would.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, stdout=follower, stderr=follower, cwd=cwd, close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], timeout)
+        if not ready:
+            proc.kill()
+            raise TimeoutError(f"{argv} printed nothing for {timeout} s")
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return proc.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+
+
+def test_generate_shows_progress_bars_on_a_terminal_and_none_in_a_log(store, tmp_path):
+    promote(store.uri, "prom", alias="bars")
+    argv = [sys.executable, "-m", "gantune.search.cli", "generate", "models:/prom-generator@bars",
+            "--num", "5", "--tracking-uri", store.uri]
+    code, shown = run_in_terminal([*argv, "--out", str(tmp_path / "tty")], tmp_path)
+    assert code == 0, shown
+    assert "sample: 100%" in shown and "2/2" in shown, shown  # one step per class
+    assert "write: 100%" in shown and "10/10" in shown, shown  # one step per image
+    logged = subprocess.run([*argv, "--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert logged.returncode == 0 and "100%" not in logged.stdout + logged.stderr
+    assert "wrote 10 images" in logged.stdout
