@@ -22,7 +22,7 @@ from ray.tune.progress_reporter import _trial_progress_table
 
 from gantune.trainables.config import TrialConfig
 
-from .tracking import trial_outcome
+from .tracking import trial_outcome, trial_status
 
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 REPORT_EVERY_S = 10
@@ -152,18 +152,20 @@ class SearchReporter(CLIReporter):
 class TrialLines(Callback):
     """--quiet: one line per ended trial, nothing in between."""
 
-    def __init__(self, metric: str, hyperparameters: list[str], total: int) -> None:
+    def __init__(self, metric: str, hyperparameters: list[str], total: int, folds: int) -> None:
         self.metric = metric
         self.hyperparameters = list(hyperparameters)
         self.total = total
+        self.folds = folds
         self.ended = 0
 
     def _line(self, trial, status: str) -> None:
         self.ended += 1
         result = trial.last_result or {}
         value = result.get(self.metric)
-        outcome = trial_outcome(result)
-        status = outcome if status == "done" and outcome != "OK" else status
+        if status == "done":
+            outcome = trial_status(False, result, self.folds)
+            status = {"OK": "done", "STOPPED": "stopped early"}.get(outcome, outcome)
         params = " ".join(f"{k}={value_text(trial.config.get(k))}" for k in self.hyperparameters)
         shown = "nan" if value is None else f"{value:.4g}"
         print(f"trial {trial.trial_id} {status} ({self.ended}/{self.total}): {self.metric}={shown} "
@@ -182,7 +184,7 @@ def make_progress(space, quiet: bool) -> tuple[SearchReporter | None, list[Callb
     os.environ[NEW_OUTPUT_ENV] = "0"  # see the module docstring: the new engine drops our reporter
     metric, hyperparameters = space.search.metric, sorted(space.domains)
     total = space.search.num_samples
-    if quiet:
-        return None, [TrialLines(metric, hyperparameters, total)]
     folds = TrialConfig.from_flat(space.fixed).data.total_folds  # reports per trial, repeats included
+    if quiet:
+        return None, [TrialLines(metric, hyperparameters, total, folds)]
     return SearchReporter(metric, space.search.mode, hyperparameters, folds, total), []

@@ -313,12 +313,13 @@ def summary_lines(view: SearchView, rows: list[dict]) -> list[str]:
     search = view.search
     started = datetime.fromtimestamp(search.info.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     statuses = [run.info.status for run in view.trials.values()]
-    counts = ", ".join(f"{statuses.count(s)} {s.lower()}" for s in ("FINISHED", "KILLED", "FAILED") if s in statuses)
+    named = {"FINISHED": "finished", "KILLED": "stopped early by the scheduler", "FAILED": "failed"}
+    counts = ", ".join(f"{statuses.count(s)} {name}" for s, name in named.items() if s in statuses)
     lines = [
         f"Experiment '{view.experiment}', search run {search.info.run_id} "
         f"({search.data.tags.get('mlflow.runName', '')}, started {started})",
-        f"{len(rows)} trials ({counts or 'none'}); ranked by {view.metric} ({view.space.search.mode}); "
-        "killed = stopped early by the scheduler after fewer folds",
+        f"{len(rows)} trials ({counts or 'none'}); ranked by {view.metric} ({view.space.search.mode}), "
+        "the mean over the folds each trial ran",
     ]
     for name in view.space.search.baselines:
         base = [r for r in rows if r["baseline"] == name and math.isfinite(r[view.metric])]

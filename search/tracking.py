@@ -11,6 +11,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from gantune.trainables.config import TrialConfig
 from gantune.trainables.tracking import find_trial_run
 
 DEFAULT_TRACKING_DB = "mlflow.db"
@@ -109,10 +110,19 @@ def trial_outcome(metrics: dict) -> str:
     return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
 
 
+def trial_status(errored: bool, metrics: dict, total_folds: int) -> str:
+    """ERROR / DIVERGED / OOM; STOPPED for a trial the scheduler ended after fewer folds; else OK."""
+    if errored:
+        return "ERROR"
+    outcome = trial_outcome(metrics)
+    return "STOPPED" if outcome == "OK" and metrics.get("folds_done", 0) < total_folds else outcome
+
+
 def leaderboard_rows(result_grid, space) -> list[dict]:
     """One row per trial, best first, with its delta against each baseline of the search and
     against the better of them."""
     metric, mode = space.search.metric, space.search.mode
+    total_folds = TrialConfig.from_flat(space.fixed).data.total_folds
     rows = []
     for result in result_grid:
         m = result.metrics or {}
@@ -123,7 +133,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
-            "status": "ERROR" if result.error else trial_outcome(m),
+            "status": trial_status(bool(result.error), m, total_folds),
             **{k: result.config.get(k) for k in sorted(space.domains)},
         })
     better = max if mode == "max" else min

@@ -15,6 +15,8 @@ import mlflow
 import numpy as np
 import torch
 from mlflow.entities import Metric, Param
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 from mlflow.tracking import MlflowClient
 
 from .config import TrialConfig
@@ -23,6 +25,10 @@ from .plots import save_confusion_matrix, save_egan_plot, save_grid, save_roc
 
 GRID_PER_CLASS = 16
 PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "gantune"]
+GENERATOR_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("long", "label"), ColSpec("long", "num"), ColSpec("long", "seed", required=False)])
+)
+"""What GeneratorModel.predict takes (its output, one uint8 array per row, has no MLflow schema)."""
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -126,6 +132,7 @@ class TrialRun:
             python_model=os.path.join(os.path.dirname(__file__), "generator_model.py"),
             artifacts={"checkpoint": checkpoint},
             pip_requirements=PIP_REQUIREMENTS,
+            signature=GENERATOR_SIGNATURE,
         )
         self.client.log_artifacts(self.run_id, model_dir, "generator")
 

@@ -86,15 +86,17 @@ def test_reporter_prints_status_then_trimmed_table_only_on_change(trials, capsys
 
 
 def test_quiet_lines(trials, capsys):
-    lines = TrialLines("val_auc", HP, total=6)
+    lines = TrialLines("val_auc", HP, total=6, folds=3)
     lines.on_trial_complete(0, trials, trials[0])
     lines.on_trial_complete(0, trials, trials[2])
     lines.on_trial_error(0, trials, trials[3])
+    lines.on_trial_complete(0, trials, trials[1])  # ended by the scheduler after 1 of 3 folds
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "trial done1 done (1/6): val_auc=0.71 folds=3 gan.lr=0.0002 synth.ratio=1.25",
         "trial div1 DIVERGED (2/6): val_auc=0.99 folds=1 gan.lr=0.0009 synth.ratio=2",
         "trial err1 ERROR (3/6): val_auc=nan folds=0 gan.lr=0.0001 synth.ratio=1",
+        "trial run1 stopped early (4/6): val_auc=0.8 folds=1 gan.lr=0.0005 synth.ratio=0.5",
     ]
 
 

@@ -29,7 +29,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def fake_run(trial_id: str, auc: float | None, params: dict, status: str = "FINISHED", baseline: str | None = None, **metrics):
     tags = {"gantune.trial_id": trial_id, **({"gantune.baseline": baseline} if baseline else {})}
-    values = {**({"val_auc": auc} if auc is not None else {}), "folds_done": 3.0, **metrics}
+    values = {**({"val_auc": auc} if auc is not None else {}), "folds_done": 3.0}
+    values.update(metrics)
     return SimpleNamespace(
         info=SimpleNamespace(run_id=f"run-{trial_id}", status=status),
         data=SimpleNamespace(metrics=values, params={k: str(v) for k, v in params.items()}, tags=tags),
@@ -45,7 +46,7 @@ def view():
     runs = [
         fake_run("base", 0.70, {"gan.lr": 3.1622776601683794e-04, "gan.batch_size": 32, "synth.ratio": 0.0}, baseline="real_only"),
         fake_run("a", 0.75, {"gan.lr": 2e-4, "gan.batch_size": 64, "synth.ratio": 1.5}),
-        fake_run("b", 0.66, {"gan.lr": 8e-4, "gan.batch_size": 32, "synth.ratio": 0.5}),
+        fake_run("b", 0.66, {"gan.lr": 8e-4, "gan.batch_size": 32, "synth.ratio": 0.5}, folds_done=1.0),
         fake_run("div", 0.0, {"gan.lr": 9e-4, "gan.batch_size": 32, "synth.ratio": 2.0}, diverged=1.0),
         fake_run("err", None, {"gan.lr": 1e-4, "gan.batch_size": 64, "synth.ratio": 1.0}, status="FAILED"),
     ]
@@ -80,6 +81,7 @@ def test_leaderboard_ranks_and_deltas_against_the_tagged_baseline(view):
     assert by_id["b"]["delta_val_auc_vs_real_only"] == pytest.approx(0.66 - 0.70)
     assert by_id["base"]["baseline"] == "real_only"
     assert by_id["div"]["status"] == "DIVERGED" and by_id["err"]["status"] == "ERROR"
+    assert by_id["a"]["status"] == "OK" and by_id["b"]["status"] == "STOPPED"  # b: 1 of the demo's 3 folds
     assert math.isnan(by_id["err"]["val_auc"])
 
 

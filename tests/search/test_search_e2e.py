@@ -85,3 +85,6 @@ def test_logged_generator_loads_and_generates(smoke_search):
     model = mlflow.pyfunc.load_model(f"runs:/{gan_trial.info.run_id}/generator")
     images = model.predict(pd.DataFrame({"label": [0, 1], "num": [3, 2]}))
     assert [i.shape for i in images] == [(3, 1, 28, 28), (2, 1, 28, 28)]
+    assert model.metadata.get_input_schema().input_names() == ["label", "num", "seed"]
+    with pytest.raises(Exception, match="num"):  # the signature names the missing column
+        model.predict(pd.DataFrame({"label": [0]}))
