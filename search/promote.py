@@ -52,6 +52,10 @@ class Choice:
     def baseline_value(self) -> float | None:
         return self.baseline.data.metrics[self.metric] if self.baseline else None
 
+    @property
+    def baseline_text(self) -> str:
+        return "none" if self.baseline_value is None else f"{self.baseline_value:.4g}"
+
     def beats_baseline(self) -> bool:
         base = self.baseline_value
         if base is None:
@@ -152,8 +156,9 @@ def lineage_tags(choice: Choice) -> dict[str, str]:
 
 
 def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
-    """Create the registered model if needed, add a version from the trial's generator, tag its
-    lineage and move the alias."""
+    """Create the registered model if needed, add a version from the trial's generator (or reuse
+    the version already made from that trial, so promoting twice adds nothing), tag its lineage
+    and move the alias."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -161,10 +166,15 @@ def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
     except MlflowException:
         client.create_registered_model(model_name, description="gantune generators promoted from searches")
     run_id = choice.best.info.run_id
+    earlier = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if earlier:
+        version = max(earlier, key=lambda v: int(v.version))
+        client.set_registered_model_alias(model_name, alias, version.version)
+        return version
     tags = {**lineage_tags(choice), "gantune.forced": str(forced and not choice.beats_baseline()).lower()}
     version = client.create_model_version(
         model_name, source=f"runs:/{run_id}/generator", run_id=run_id, tags=tags,
-        description=f"{choice.metric}={choice.value:.4g} (real-only baseline: {choice.baseline_value})",
+        description=f"{choice.metric}={choice.value:.4g} (real-only baseline: {choice.baseline_text})",
     )
     client.set_registered_model_alias(model_name, alias, version.version)
     return version
@@ -178,7 +188,7 @@ def promote(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: s
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     choice = choose(client, experiment, metric, mode)
     if not choice.beats_baseline() and not force:
-        base = "no real-only baseline trial" if choice.baseline is None else f"the real-only baseline's {choice.baseline_value:.4g}"
+        base = "no real-only baseline trial" if choice.baseline is None else f"the real-only baseline's {choice.baseline_text}"
         raise PromoteError(
             f"best trial {choice.best.info.run_id} ({metric}={choice.value:.4g}) does not beat {base} "
             f"in search {choice.search.info.run_id}; nothing registered (--force registers it anyway)"
@@ -192,8 +202,8 @@ def promote_main(args) -> int:
         args.tracking_uri, args.experiment, args.metric, args.mode, args.model_name, args.alias, args.force
     )
     print(
-        f"registered {version.name} version {version.version} as @{args.alias}: trial run {choice.best.info.run_id} "
-        f"({choice.metric}={choice.value:.4g}, real-only baseline {choice.baseline_value}) "
+        f"{version.name} version {version.version} is @{args.alias}: trial run {choice.best.info.run_id} "
+        f"({choice.metric}={choice.value:.4g}, real-only baseline {choice.baseline_text}) "
         f"of search {choice.search.info.run_id}\n  load it with: models:/{version.name}@{args.alias}"
     )
     return 0

@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 
 import mlflow
@@ -127,6 +128,14 @@ class TrialRun:
         checkpoint = os.path.join(tmp, "generator.pt")
         torch.save(generator_checkpoint(synthetic.gans, self.class_names, synthetic.refiners), checkpoint)
         model_dir = os.path.join(tmp, "generator")
+        with warnings.catch_warnings():
+            # An input example would make MLflow load and run the model once per fold just to log it.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            self._save_generator_model(model_dir, checkpoint)
+        self.client.log_artifacts(self.run_id, model_dir, "generator")
+
+    @staticmethod
+    def _save_generator_model(model_dir: str, checkpoint: str) -> None:
         mlflow.pyfunc.save_model(
             model_dir,
             python_model=os.path.join(os.path.dirname(__file__), "generator_model.py"),
@@ -134,7 +143,6 @@ class TrialRun:
             pip_requirements=PIP_REQUIREMENTS,
             signature=GENERATOR_SIGNATURE,
         )
-        self.client.log_artifacts(self.run_id, model_dir, "generator")
 
     # --- end --------------------------------------------------------------------------------
     def finish(self) -> None:

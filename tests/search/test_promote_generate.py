@@ -113,6 +113,11 @@ def test_promote_registers_best_trial_with_generator_and_lineage(store):
     assert float(tags["gantune.baseline_val_auc"]) == pytest.approx(0.70)
     assert float(tags["gantune.delta_val_auc_vs_real_only"]) == pytest.approx(0.10)
     assert tags["gantune.beats_baseline"] == "true" and tags["gantune.forced"] == "false"
+    # Promoting the same search again adds no version; a new alias points at the same one.
+    _, again = promote(store.uri, "prom", alias="again")
+    assert again.version == version.version
+    assert len(client.search_model_versions("name = 'prom-generator'")) == 1
+    assert client.get_model_version_by_alias("prom-generator", "again").version == version.version
 
 
 def test_promote_refuses_when_best_does_not_beat_baseline_unless_forced(store):
