@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # workers have no display
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 
@@ -23,9 +24,13 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
-def save_grid(images: torch.Tensor, path: str, columns: int = 8) -> None:
+def save_grid(images: torch.Tensor, path: str, columns: int = 8, min_tile: int = 96) -> None:
+    """The grid as a PNG, enlarged by a whole factor (nearest neighbour, so pixels stay pixels)
+    until each tile is at least min_tile px wide: a 28 px image is unreadable in the MLflow UI."""
     grid = image_grid(images, columns)
-    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
+    scale = max(1, -(-min_tile // images.shape[-1]))
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    Image.fromarray(grid).save(path)  # 8-bit grey or RGB, the pixels exactly as sampled
 
 
 def save_confusion_matrix(labels: np.ndarray, proba: np.ndarray, class_names, path: str) -> None:
