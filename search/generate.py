@@ -2,7 +2,9 @@
 
 The model's artifacts are downloaded, its checkpoint is read with torch.load(weights_only=True)
 (through `load_generators` / `load_refiners`: networks rebuilt from their configs, never
-unpickled), and the images are written as png / mha per image or one MedMNIST-layout npz, next to
+unpickled). Images are drawn as the trial drew its synthetic images: through its
+discriminator-score filter when it used one (`--no-filter` skips it) and its SimGAN refiners. They
+are written as png / mha per image or one MedMNIST-layout npz, next to
 `metadata.json` (model URI and version, run id, seed, counts, class names)."""
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--format", choices=FORMATS, default="png", help="png / mha per image in OUT/<class>/, or one OUT/synthetic.npz")
     p.add_argument("--seed", type=int, default=0, help="latent seed; class c samples with seed + c")
+    p.add_argument("--no-filter", action="store_true",
+                   help="skip the trial's discriminator-score filter (applied by default when the trial used one)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
 
 
@@ -85,26 +90,40 @@ def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Pat
     return local / checkpoint
 
 
-def sample_classes(checkpoint: Path, num: int, seed: int) -> tuple[dict[int, np.ndarray], tuple[str, ...], bool]:
-    """{class: (num, C, H, W) float32 in [-1, 1]}, class names, whether images were refined.
+@dataclass
+class Samples:
+    images: dict[int, np.ndarray]
+    """{class: (n, C, H, W) float32 in [-1, 1]}; n < num only when the filter passed too few."""
+    class_names: tuple[str, ...]
+    refined: bool
+    filter_threshold: float
+    """The discriminator-score threshold applied (0 = none)."""
+    kept_fraction: dict[int, float]
+    """Per class, the share of drawn images that passed the filter (empty without one)."""
 
-    A trial that used the SimGAN refiner saved its per-class refiners in the same checkpoint;
-    they refine the samples here exactly as they refined the trial's synthetic images."""
+
+def sample_classes(checkpoint: Path, num: int, seed: int, use_filter: bool = True) -> Samples:
+    """num images per class, drawn as the trial drew its synthetic images: through the trial's
+    discriminator-score filter (unless use_filter is False), then through its SimGAN refiners."""
     import torch
 
-    from gantune.trainables.gans import load_generators, load_refiners
+    from gantune.trainables.gans import FILTERS, load_generators, load_refiners
 
-    class_names = tuple(torch.load(checkpoint, map_location="cpu", weights_only=True)["class_names"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    threshold = float(state.get("filter_threshold", 0.0)) if use_filter else 0.0
     gans, refiners = load_generators(str(checkpoint)), load_refiners(str(checkpoint))
-    images = {}
+    images, kept = {}, {}
     with torch.no_grad(), progress_bar(len(gans), "sample", "class") as bar:
         for label, gan in sorted(gans.items()):
-            batch = gan.sample(num, seed=seed + label)
-            if label in refiners:
+            if threshold > 0:
+                batch, kept[label] = FILTERS["d_score"](gan, num, threshold, seed + label)
+            else:
+                batch = gan.sample(num, seed=seed + label)
+            if label in refiners and len(batch):
                 batch = refiners[label].refine(batch)
             images[label] = batch.cpu().numpy().astype(np.float32)
             bar.update(1)
-    return images, class_names, bool(refiners)
+    return Samples(images, tuple(state["class_names"]), bool(refiners), threshold, kept)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -146,7 +165,8 @@ def write_npz(out: Path, images: dict[int, np.ndarray], class_names: tuple[str, 
     return [path.name]
 
 
-def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: int = 0, tracking_uri: str | None = None) -> dict:
+def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: int = 0, tracking_uri: str | None = None,
+             use_filter: bool = True) -> dict:
     """Write the images and metadata.json; returns the metadata."""
     import tempfile
 
@@ -160,7 +180,8 @@ def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        images, class_names, refined = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed)
+        samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
+    images, class_names = samples.images, samples.class_names
     files = write_npz(out, images, class_names) if fmt == "npz" else write_per_image(out, images, class_names, fmt)
     metadata = {
         "model_uri": model_uri,
@@ -169,7 +190,9 @@ def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: 
         "run_id": source.run_id,
         "seed": seed,
         "format": fmt,
-        "refined": refined,
+        "refined": samples.refined,
+        "filter_threshold": samples.filter_threshold,
+        "kept_fraction": {class_names[c]: round(f, 4) for c, f in samples.kept_fraction.items()},
         "class_names": list(class_names),
         "counts": {class_names[c] if c < len(class_names) else str(c): len(b) for c, b in images.items()},
         "image_shape": list(next(iter(images.values())).shape[1:]),
@@ -180,6 +203,10 @@ def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: 
 
 
 def generate_main(args) -> int:
-    metadata = generate(args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri)
+    metadata = generate(args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter)
     print(f"wrote {sum(metadata['counts'].values())} images ({metadata['counts']}) as {args.format} to {args.out}")
+    short = {name: n for name, n in metadata["counts"].items() if n < args.num}
+    if short:
+        print(f"warning: the discriminator-score filter (threshold {metadata['filter_threshold']:g}) passed fewer than "
+              f"--num images for {short}; --no-filter writes unfiltered samples", file=sys.stderr)
     return 0

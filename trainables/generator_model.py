@@ -11,7 +11,10 @@ import pandas as pd
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
-    """predict(DataFrame with columns `label`, `num`, optional `seed`) -> images as arrays."""
+    """predict(DataFrame with columns `label`, `num`, optional `seed`) -> one uint8 array per row.
+
+    Raw generator samples: no score filter, no refiner. `gantune generate` draws images exactly
+    as the trial did (filter and refiner included)."""
 
     def load_context(self, context) -> None:
         from gantune.trainables.gans import load_generators

@@ -39,7 +39,7 @@ def tiny_gans(small_pool):
 
 
 def make_trial(client, experiment_id, parent_id, trial_id, auc, *, status="FINISHED", baseline=False,
-               generator=None, tmp_path=None):
+               generator=None, tmp_path=None, cfg=TrialConfig()):
     tags = {"mlflow.parentRunId": parent_id, "gantune.role": "trial", "gantune.trial_id": trial_id}
     if baseline:
         tags["gantune.baseline"] = "real_only"
@@ -49,7 +49,7 @@ def make_trial(client, experiment_id, parent_id, trial_id, auc, *, status="FINIS
     client.log_metric(run_id, "val_accuracy", auc - 0.1)
     if generator is not None:
         gans, refiners = generator
-        run = TrialRun(client, run_id, TrialConfig(), CLASS_NAMES)
+        run = TrialRun(client, run_id, cfg, CLASS_NAMES)
         out = tmp_path / trial_id
         out.mkdir()
         run._log_generator(SimpleNamespace(gans=gans, refiners=refiners), str(out))
@@ -239,3 +239,42 @@ def test_generate_shows_progress_bars_on_a_terminal_and_none_in_a_log(store, tmp
     logged = subprocess.run([*argv, "--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert logged.returncode == 0 and "100%" not in logged.stdout + logged.stderr
     assert "wrote 10 images" in logged.stdout
+
+
+def test_generate_draws_through_the_trials_score_filter(store, tiny_gans, tmp_path):
+    """A trial that kept only images its discriminator scored >= t: generate applies the same
+    filter (and then the refiner) unless --no-filter."""
+    from dataclasses import replace
+
+    from gantune.trainables.gans import FILTERS
+
+    gans, refiners = tiny_gans
+    with torch.no_grad():
+        threshold = float(gans[0].score(gans[0].sample(64, seed=99)).median())  # about half pass
+    cfg = TrialConfig()
+    cfg = replace(cfg, synth=replace(cfg.synth, filter_threshold=threshold))
+    experiment_id = store.client.create_experiment("filtered", artifact_location=(tmp_path / "art").as_uri())
+    parent = store.client.create_run(experiment_id, tags={"gantune.role": "search"}).info.run_id
+    run_id = make_trial(store.client, experiment_id, parent, "f", 0.9, generator=tiny_gans, tmp_path=tmp_path, cfg=cfg)
+    uri = f"runs:/{run_id}/generator"
+
+    code = cli.main(["generate", uri, "--num", "4", "--out", str(tmp_path / "on"), "--format", "npz", "--tracking-uri", store.uri])
+    assert code == 0
+    meta = json.loads((tmp_path / "on" / "metadata.json").read_text())
+    assert meta["filter_threshold"] == pytest.approx(threshold) and set(meta["kept_fraction"]) == set(CLASS_NAMES)
+    with torch.no_grad():
+        kept0, fraction0 = FILTERS["d_score"](gans[0], 4, threshold, 0)
+        assert bool((gans[0].score(kept0) >= threshold).all())
+    written = np.load(tmp_path / "on" / "synthetic.npz")["train_images"][: len(kept0)]
+    np.testing.assert_array_equal(written, np.round((kept0.numpy().clip(-1, 1) + 1) * 127.5).astype(np.uint8)[:, 0])
+    assert meta["kept_fraction"]["malignant"] == pytest.approx(fraction0, abs=1e-4)
+
+    code = cli.main(["generate", uri, "--num", "4", "--out", str(tmp_path / "off"), "--format", "npz", "--no-filter",
+                     "--tracking-uri", store.uri])
+    assert code == 0
+    meta = json.loads((tmp_path / "off" / "metadata.json").read_text())
+    assert meta["filter_threshold"] == 0.0 and meta["kept_fraction"] == {}
+    raw = np.load(tmp_path / "off" / "synthetic.npz")["train_images"][:4]
+    with torch.no_grad():
+        expected = gans[0].sample(4, seed=0)
+    np.testing.assert_array_equal(raw, np.round((expected.numpy().clip(-1, 1) + 1) * 127.5).astype(np.uint8)[:, 0])

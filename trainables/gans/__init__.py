@@ -38,13 +38,17 @@ FILTERS = {
 
 
 def generator_checkpoint(
-    gans: dict[int, TrainedGAN], class_names: tuple[str, ...], refiners: dict[int, TrainedRefiner] | None = None
+    gans: dict[int, TrainedGAN], class_names: tuple[str, ...], refiners: dict[int, TrainedRefiner] | None = None,
+    filter_threshold: float = 0.0,
 ) -> dict:
-    """All per-class GANs (and refiners) of a trial as one dict of state_dicts, never pickled modules."""
+    """All per-class GANs (and refiners) of a trial as one dict of state_dicts, never pickled
+    modules, with the discriminator-score threshold its synthetic images passed (0 = none), so
+    images generated later are drawn exactly as the trial drew them."""
     return {
         "class_names": list(class_names),
         "gans": {str(c): g.state() for c, g in gans.items()},
         "refiners": {str(c): r.state() for c, r in (refiners or {}).items()},
+        "filter_threshold": float(filter_threshold),
     }
 
 
