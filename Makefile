@@ -45,4 +45,4 @@ bench-search: $(STAMP)
 	$(PY) -m benchmarks.run --search
 
 clean:
-	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache
+	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache report synth
