@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from gantune.trainables.config import TrialConfig
+from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.tracking import find_trial_run
 
 DEFAULT_TRACKING_DB = "mlflow.db"
@@ -110,6 +111,11 @@ def trial_outcome(metrics: dict) -> str:
     return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
 
 
+def fold_spread(metric: str) -> bool:
+    """Whether trials report the metric's worst fold (the classification metrics do)."""
+    return metric in {f"val_{m}" for m in METRIC_NAMES}
+
+
 def trial_status(errored: bool, metrics: dict, total_folds: int) -> str:
     """ERROR / DIVERGED / OOM; STOPPED for a trial the scheduler ended after fewer folds; else OK."""
     if errored:
@@ -130,6 +136,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
         rows.append({
             "trial_id": m.get("trial_id", ""),
             metric: float(value) if value is not None else float("nan"),
+            **({f"{metric}_min_fold": float(m.get(f"{metric}_min_fold", float("nan")))} if fold_spread(metric) else {}),
             **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),

@@ -222,4 +222,6 @@ def leaderboard_columns(space: Space) -> list[str]:
     deltas = [f"delta_{metric}_vs_{name}" for name in space.search.baselines]
     if len(deltas) > 1:
         deltas.append(f"delta_{metric}_vs_best_baseline")
-    return ["trial_id", metric, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status", *sorted(space.domains)]
+    spread = [f"{metric}_min_fold"] if tracking.fold_spread(metric) else []
+    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status",
+            *sorted(space.domains)]

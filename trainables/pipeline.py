@@ -187,7 +187,10 @@ def data_groups(data: DataSplits):
 
 
 def mean_metrics(results: list[FoldResult]) -> dict[str, float]:
+    """Means over the folds so far, and each classification metric's worst fold
+    (`val_auc_min_fold`...; all are higher-is-better): a mean can hide one collapsed fold."""
     means = {f"val_{m}": float(np.nanmean([r.metrics[m] for r in results])) for m in METRIC_NAMES}
+    means.update({f"val_{m}_min_fold": float(np.nanmin([r.metrics[m] for r in results])) for m in METRIC_NAMES})
     with_gen = [r.gen_metrics for r in results if r.gen_metrics]
     for key in with_gen[0] if with_gen else ():
         means[key] = float(np.nanmean([g[key] for g in with_gen]))

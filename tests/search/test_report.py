@@ -45,7 +45,7 @@ def view():
     space = space_from_resolved(space.resolved(), "demo")
     runs = [
         fake_run("base", 0.70, {"gan.lr": 3.1622776601683794e-04, "gan.batch_size": 32, "synth.ratio": 0.0}, baseline="real_only"),
-        fake_run("a", 0.75, {"gan.lr": 2e-4, "gan.batch_size": 64, "synth.ratio": 1.5}),
+        fake_run("a", 0.75, {"gan.lr": 2e-4, "gan.batch_size": 64, "synth.ratio": 1.5}, val_auc_min_fold=0.62),
         fake_run("b", 0.66, {"gan.lr": 8e-4, "gan.batch_size": 32, "synth.ratio": 0.5}, folds_done=1.0),
         fake_run("div", 0.0, {"gan.lr": 9e-4, "gan.batch_size": 32, "synth.ratio": 2.0}, diverged=1.0),
         fake_run("err", None, {"gan.lr": 1e-4, "gan.batch_size": 64, "synth.ratio": 1.0}, status="FAILED"),
@@ -81,6 +81,7 @@ def test_leaderboard_ranks_and_deltas_against_the_tagged_baseline(view):
     assert by_id["b"]["delta_val_auc_vs_real_only"] == pytest.approx(0.66 - 0.70)
     assert by_id["base"]["baseline"] == "real_only"
     assert by_id["div"]["status"] == "DIVERGED" and by_id["err"]["status"] == "ERROR"
+    assert by_id["a"]["val_auc_min_fold"] == 0.62 and math.isnan(by_id["base"]["val_auc_min_fold"])  # not logged
     assert by_id["a"]["status"] == "OK" and by_id["b"]["status"] == "STOPPED"  # b: 1 of the demo's 3 folds
     assert math.isnan(by_id["err"]["val_auc"])
 
@@ -146,12 +147,13 @@ def test_report_prints_leaderboard_with_deltas(served_search):
     assert "delta_val_auc_vs_real_only" in proc.stdout
     baseline = next(r for r in trials if r.data.tags.get("gantune.baseline") == "real_only")
     base = baseline.data.metrics["val_auc"]
+    header = next(l for l in proc.stdout.splitlines() if l.startswith("trial_id ")).split()
     for run in trials:
         trial_id = run.data.tags["gantune.trial_id"]
-        row = next(l for l in proc.stdout.splitlines() if l.startswith(trial_id + " "))
-        auc, delta = (float(v) for v in row.split()[1:3])
-        assert auc == pytest.approx(run.data.metrics["val_auc"], abs=1e-4)
-        assert delta == pytest.approx(run.data.metrics["val_auc"] - base, abs=1e-4)
+        row = dict(zip(header, next(l for l in proc.stdout.splitlines() if l.startswith(trial_id + " ")).split()))
+        assert float(row["val_auc"]) == pytest.approx(run.data.metrics["val_auc"], abs=1e-4)
+        assert float(row["val_auc_min_fold"]) == pytest.approx(run.data.metrics["val_auc_min_fold"], abs=1e-4)
+        assert float(row["delta_val_auc_vs_real_only"]) == pytest.approx(run.data.metrics["val_auc"] - base, abs=1e-4)
     assert "Downloading artifacts" not in proc.stdout + proc.stderr
 
 

@@ -37,7 +37,7 @@ def artifact_paths(client, run_id, path=None):
 def test_prints_leaderboard_and_ui_command(smoke_search):
     proc, _, _ = smoke_search
     assert "Leaderboard (2 trials" in proc.stdout
-    assert "delta_val_auc_vs_real_only" in proc.stdout
+    assert "delta_val_auc_vs_real_only" in proc.stdout and "val_auc_min_fold" in proc.stdout
     assert "/mlflow ui --backend-store-uri sqlite:///" in proc.stdout
 
 
@@ -60,6 +60,9 @@ def test_one_parent_run_with_trial_runs_nested(smoke_search):
         for name in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1"):
             assert 0 <= run.data.metrics[f"val_{name}"] <= 1
             assert f"fold0_val_{name}" in run.data.metrics
+            # the worst fold, as a plain min over the logged folds
+            folds = [v for k, v in run.data.metrics.items() if k.startswith("fold") and k.endswith(f"_val_{name}")]
+            assert run.data.metrics[f"val_{name}_min_fold"] == pytest.approx(min(folds))
     assert len(ids) == 2
 
 

@@ -73,5 +73,22 @@ def test_real_only_trial_trains_no_gan_and_reports_every_metric(small_pool, monk
     cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 0.0})
     data = DataSplits(pool=small_pool, test=small_pool)
     means = pipeline.run_trial(cfg, data, torch.device("cpu"))
-    assert set(means) == {f"val_{m}" for m in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")}
+    names = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
+    assert set(means) == {f"val_{m}" for m in names} | {f"val_{m}_min_fold" for m in names}
     assert all(0 <= v <= 1 for v in means.values())
+    assert all(means[f"val_{m}_min_fold"] <= means[f"val_{m}"] for m in names)
+
+
+def test_fold_means_and_worst_fold_match_a_plain_computation():
+    aucs, f1s = [0.715, 0.853, float("nan")], [0.2, 0.6, 0.7]  # a fold whose AUC is undefined
+
+    def fold(i):
+        metrics = {m: 0.5 for m in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")}
+        metrics.update(auc=aucs[i], f1=f1s[i])
+        return pipeline.FoldResult(i, metrics, np.zeros(1), np.zeros((1, 2)), pipeline.Synthetic(), {})
+
+    means = pipeline.mean_metrics([fold(i) for i in range(3)])
+    assert means["val_auc"] == pytest.approx((0.715 + 0.853) / 2)  # undefined folds are skipped
+    assert means["val_auc_min_fold"] == pytest.approx(0.715)
+    assert means["val_f1"] == pytest.approx(0.5) and means["val_f1_min_fold"] == pytest.approx(0.2)
+    assert means["val_accuracy_min_fold"] == 0.5
