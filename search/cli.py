@@ -10,11 +10,14 @@ import functools
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as a shell reports a command stopped with Ctrl-C."""
 
 
 class UserError(Exception):
@@ -137,13 +140,17 @@ def search_main(args) -> int:
         resume=args.resume, max_failures=args.max_failures, optuna_storage=args.optuna_storage,
     )
     from .resume import ResumeError
-    from .tuner import ClusterError
+    from .tuner import ClusterError, SearchInterrupted
 
     start = time.monotonic()
     try:
         rows, parent_run_id = run_search(space, data, options, skipped_files=skipped)
     except (ResumeError, ClusterError) as exc:
         raise UserError(str(exc)) from exc
+    except SearchInterrupted as stop:
+        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
+        print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_summary(space, rows, parent_run_id, tracking_uri, time.monotonic() - start)
     return 0 if rows else 1
 
@@ -299,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a command to run again
     if not sys.stderr.isatty():
         # Logs get the commands' own lines, not MLflow's download bars (ours turn off alike).
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+import signal
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -47,7 +49,8 @@ class SearchRecord:
     resolved: dict
     """The resolved space (fixed values, domains, search settings) the search started with."""
     status: str = "running"
-    """'running' until the driver ends the search, then 'finished' or 'failed' (still resumable)."""
+    """'running' until the driver ends the search, then 'finished', or 'failed' / 'interrupted'
+    (Ctrl-C), both still resumable."""
 
 
 def storage_uri(storage_path: str) -> str:
@@ -107,7 +110,7 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
             f"no search of experiment '{experiment}' to resume: {where} does not exist "
             "(same --storage-path and --experiment as the killed search?)"
         )
-    if record.status == "finished":  # 'failed' (the driver raised) may be resumed
+    if record.status == "finished":  # 'failed' (the driver raised) and 'interrupted' may be resumed
         raise ResumeError(f"{where}: the last search of '{experiment}' already ended ({record.status}); run without --resume to start a new one")
     if record.tracking_uri != tracking_uri:
         raise ResumeError(f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; pass --tracking-uri {record.tracking_uri}")
@@ -180,3 +183,31 @@ class SweepTrialRuns(Callback):
     def on_experiment_end(self, trials, **info):
         client = MlflowClient(self.tracking_uri)
         sweep_trial_runs(client, self.experiment_id, self.parent_run_id, {t.trial_id: t.status for t in trials})
+
+
+INTERRUPTED = threading.Event()
+"""Set when Ctrl-C reached the search's driver (see InterruptWatch)."""
+
+
+class InterruptWatch(Callback):
+    """Tells the driver that Ctrl-C cut the search short.
+
+    On SIGINT, Tune's own handler saves the experiment and `Tuner.fit` returns as if the search
+    had ended, with in-flight trials looking like trials the scheduler stopped. Tune installs that
+    handler before it sets up callbacks, so `setup` can wrap it: the flag is set, then Tune's
+    handler runs as before. A module-level Event, not an attribute: a restored search runs a
+    callback unpickled from the first run's config."""
+
+    def setup(self, **info):
+        INTERRUPTED.clear()
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers live on the main thread only (Tune installs none either)
+        tune_handler = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            INTERRUPTED.set()
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+

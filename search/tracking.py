@@ -7,7 +7,6 @@ import math
 import os
 from pathlib import Path
 
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -181,7 +180,9 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, failed: bool) -> None:
+def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str) -> None:
+    """Leaderboard artifacts, best-trial metrics and tags; then end the run with `status`
+    (FINISHED, FAILED, or KILLED for a search interrupted with Ctrl-C)."""
     import csv
     import io
 
@@ -199,4 +200,4 @@ def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metri
         for key, value in best.items():
             if key.startswith(f"delta_{metric}_vs_") and not math.isnan(value):
                 client.log_metric(run_id, f"best_{key}", value)
-    client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+    client.set_terminated(run_id, status=status)

@@ -78,6 +78,14 @@ def make_scheduler(space: Space):
     )
 
 
+class SearchInterrupted(Exception):
+    """Ctrl-C ended the search early; Tune saved its state and the search record stays resumable."""
+
+    def __init__(self, parent_run_id: str) -> None:
+        super().__init__(f"search interrupted (parent run {parent_run_id} marked KILLED)")
+        self.parent_run_id = parent_run_id
+
+
 class ClusterError(RuntimeError):
     """The Ray cluster named by --address cannot be joined; the message says what to check."""
 
@@ -122,21 +130,24 @@ def run_search(
         mode=space.search.mode,
         objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
     )
-    failed = True
+    failed = interrupted = True
     try:
         tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
-        results = tuner.fit()
-        if options.optuna_storage:
+        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (resume.InterruptWatch)
+        failed, interrupted = False, resume.INTERRUPTED.is_set()
+        if options.optuna_storage and not interrupted:
             fail_stale_optuna_trials(options.optuna_storage, record.tune_name)
-        failed = False
     finally:
         rows = []
-        if not failed:
+        if not (failed or interrupted):  # an interrupted search's leaderboard waits for --resume
             rows = tracking.leaderboard_rows(results, space)
             tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
+        status = "FAILED" if failed else "KILLED" if interrupted else "FINISHED"
         table = tracking.format_table(rows, leaderboard_columns(space)) if rows else ""
-        tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, failed)
-        resume.mark(options.storage_path, record, "failed" if failed else "finished")
+        tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, status)
+        resume.mark(options.storage_path, record, "failed" if failed else "interrupted" if interrupted else "finished")
+    if interrupted:
+        raise SearchInterrupted(parent_run_id)
     if rows:
         for note in plots.log_search_plots(client, space, options.experiment, parent_run_id, rows, leaderboard_columns(space)):
             print(f"gantune: {note}")
@@ -189,7 +200,8 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             storage_path=resume.storage_uri(options.storage_path),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
-            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), *progress_callbacks],
+            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), resume.InterruptWatch(),
+                       *progress_callbacks],
             verbose=options.verbose,
             progress_reporter=reporter,
         ),

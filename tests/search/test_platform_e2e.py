@@ -16,6 +16,7 @@ import csv
 import io
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -93,15 +94,15 @@ RESUME_ARGS = ["--smoke-test", "--num-samples", "3", "--set", "data.folds=3", "-
                "--max-concurrent", "1", "--experiment", "resume", "--quiet"]
 
 
-def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300):
+def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300, experiment_name: str = "resume"):
     """Until a trial finished, the next one is RUNNING and Tune saved its experiment state."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the search ended before it could be killed"
-        experiment = client.get_experiment_by_name("resume")
+        experiment = client.get_experiment_by_name(experiment_name)
         if experiment is not None:
             runs = trial_runs(client, experiment.experiment_id)
-            saved = list(tune_root.glob("resume-*/experiment_state-*.json"))
+            saved = list(tune_root.glob(f"{experiment_name}-*/experiment_state-*.json"))
             if saved and any(r.info.status == "RUNNING" for r in runs) and any(r.info.status != "RUNNING" for r in runs):
                 return
         time.sleep(0.5)
@@ -155,6 +156,46 @@ def test_killed_search_resumes_without_duplicate_or_running_runs(sandbox, capsys
                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert len(list(out.glob("*/*.png"))) == 4
+
+
+def test_ctrl_c_saves_the_search_and_the_printed_command_finishes_it(sandbox):
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) mid-search: exit 130,
+    no leaderboard, the parent run KILLED and no trial run left RUNNING, the record resumable; the
+    command it prints finishes the same search with one run per trial."""
+    workdir, env, marker = sandbox
+    args = [a if a != "resume" else "interrupt" for a in RESUME_ARGS]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    proc = subprocess.Popen(gantune("search", DEMO, *args), cwd=workdir, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_mid_search(client, proc, workdir / "ray_results", experiment_name="interrupt")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        kill_marked(marker)
+    assert proc.returncode == 130, out[-2000:] + err[-4000:]
+    assert "Leaderboard" not in out and "Continue it with:" in err
+    experiment = client.get_experiment_by_name("interrupt")
+    parent = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")[0]
+    assert parent.info.status == "KILLED"
+    before = trial_runs(client, experiment.experiment_id)
+    assert before and all(r.info.status != "RUNNING" for r in before)
+    assert '"status": "interrupted"' in (workdir / "ray_results" / "interrupt.gantune.json").read_text()
+
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert command[:2] == ["gantune", "search"] and command[-1] == "--resume"
+    done = subprocess.run([str(BIN / "gantune"), *command[1:]], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "Leaderboard (3 trials" in done.stdout
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    runs = trial_runs(client, experiment.experiment_id)
+    ids = [r.data.tags["gantune.trial_id"] for r in runs]
+    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(leaderboard_ids(client, parent.info.run_id, workdir))
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
 
 
 # --- a two-node cluster on loopback -----------------------------------------------------------

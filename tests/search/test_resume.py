@@ -63,6 +63,8 @@ def test_resume_refusals_say_why(tmp_path):
         record_to_resume(storage, "exp", RESOLVED, record.tracking_uri)
     mark(storage, record, "failed")  # a search that raised can be resumed
     assert record_to_resume(storage, "exp", RESOLVED, record.tracking_uri).status == "failed"
+    mark(storage, record, "interrupted")  # Ctrl-C: Tune saved its state
+    assert record_to_resume(storage, "exp", RESOLVED, record.tracking_uri).status == "interrupted"
 
 
 def test_sweep_closes_running_runs_and_deletes_orphans(tmp_path):
