@@ -6,6 +6,7 @@ must not also get 3x more gradient steps, or its "gain" would just be longer tra
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -143,6 +144,9 @@ def fit_classifier(
     best_loss, best_state, checks_without_gain = float("inf"), None, 0
     n = len(train_images)
     order, cursor = torch.randperm(n, generator=rng, device=device), 0
+    # Summed on the device and read at each validation: a NaN / inf loss poisons the sum, and the
+    # loop syncs with the host once per validation instead of once per step.
+    loss_sum = torch.zeros((), device=device)
     for step in range(1, cfg.steps + 1):
         # --- Batch (reshuffle when an epoch is used up) ---
         if cursor + cfg.batch_size > n:
@@ -159,10 +163,11 @@ def fit_classifier(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if not torch.isfinite(loss):
-            raise DivergedError(f"classifier loss became {float(loss)} at step {step}; lower its lr")
+        loss_sum += loss.detach().float()
         # --- Early stopping on the fold's validation images ---
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            if not math.isfinite(float(loss_sum)):
+                raise DivergedError(f"classifier loss became {float(loss_sum)} by step {step}; lower its lr")
             val_loss = float(F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean"))
             if report:
                 report(step, {"clf_train_loss": float(loss.detach()), "clf_val_loss": val_loss})

@@ -51,3 +51,14 @@ def test_fit_classifier_few_steps(name):
     proba = predict_proba(model, x[16:])
     assert proba.shape == (8, 3)
     assert torch.allclose(proba.sum(dim=1), torch.ones(8), atol=1e-5)
+
+
+def test_a_diverging_classifier_raises_a_named_error():
+    from gantune.trainables.gans import DivergedError
+
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    x[3] = float("nan")  # one broken image poisons the batches that draw it
+    y = torch.arange(16) % 2
+    cfg = ClassifierConfig(name="cnn", width=1 / 16, steps=6, batch_size=16, eval_every=3, lr=1e-3)
+    with pytest.raises(DivergedError, match="classifier loss became nan by step 3"):
+        fit_classifier(cfg, x, y, x, y, 2, seed=0)

@@ -105,13 +105,6 @@ class TrainedGAN:
         }
 
 
-def check_finite(step: int, **losses: torch.Tensor) -> None:
-    for name, value in losses.items():
-        v = float(value.detach())
-        if not math.isfinite(v):
-            raise DivergedError(f"{name} became {v} at step {step}; lower the learning rate")
-
-
 def real_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator):
     """Endless shuffled batches drawn on the images' device (no DataLoader, no host copies)."""
     n = len(images)
@@ -128,21 +121,30 @@ def report_due(step: int, cfg: GANConfig) -> bool:
 
 
 class RunningMeans:
-    """Accumulates per-step losses and flushes their means into a history every report."""
+    """Accumulates per-step losses where they live and flushes their means into a history at
+    every report: one host sync per report instead of one per loss per step (on a GPU each sync
+    drains the kernel queue). A NaN or inf loss poisons its sum, so `flush` still catches a
+    diverging loop, at the next report."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}
         self.count = 0
         self.history: dict[str, list[float]] = {}
 
     def add(self, **values: torch.Tensor | float) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.count += 1
 
-    def flush(self) -> dict[str, float]:
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    def flush(self, step: int) -> dict[str, float]:
+        """Means since the last flush; DivergedError names the first non-finite one."""
+        on_device = {k: v for k, v in self.sums.items() if isinstance(v, torch.Tensor)}
+        synced = dict(zip(on_device, torch.stack(list(on_device.values())).tolist())) if on_device else {}
+        means = {k: synced.get(k, v) / max(self.count, 1) for k, v in self.sums.items()}
         for k, v in means.items():
+            if not math.isfinite(v):
+                raise DivergedError(f"{k} became {v} by step {step}; lower the learning rate")
             self.history.setdefault(k, []).append(v)
         self.sums, self.count = {}, 0
         return means

@@ -10,7 +10,6 @@ from .base import (
     Report,
     RunningMeans,
     TrainedGAN,
-    check_finite,
     normal_latent,
     real_batches,
     report_due,
@@ -74,10 +73,9 @@ def fit_dcgan(
     for step in range(1, cfg.steps + 1):
         real = next(batches)
         loss_d, loss_g = dcgan_step(generator, discriminator, opt_g, opt_d, real, latent(len(real), rng, device))
-        check_finite(step, loss_d=loss_d, loss_g=loss_g)
         means.add(loss_d=loss_d, loss_g=loss_g)
         if report_due(step, cfg):
-            flushed = means.flush()
+            flushed = means.flush(step)
             if report:
                 report(step, flushed)
     return TrainedGAN(cfg, generator, discriminator, latent, image_shape, means.history)

@@ -23,7 +23,6 @@ from .base import (
     Report,
     RunningMeans,
     TrainedGAN,
-    check_finite,
     normal_latent,
     real_batches,
     report_due,
@@ -267,7 +266,6 @@ def fit_evolutionary(
         fake_logits = discriminator(fake)
         chosen = evolution.step({n: MUTATIONS[n](fake_logits) for n in mutations}, score)
         best = chosen.fitnesses[chosen.index]
-        check_finite(step, loss_d=loss_d, loss_g=torch.tensor(chosen.loss), egan_fitness=torch.tensor(best.total))
         means.add(
             loss_d=loss_d.detach(),
             loss_g=chosen.loss,
@@ -276,7 +274,7 @@ def fit_evolutionary(
             **{f"egan_share_{n}": float(n == chosen.name) for n in mutations},
         )
         if report_due(step, cfg):
-            flushed = means.flush()
+            flushed = means.flush(step)
             if report:
                 report(step, flushed)
     return TrainedGAN(cfg, generator, discriminator, latent, image_shape, means.history)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Report, RunningMeans, check_finite, real_batches
+from .base import Report, RunningMeans, real_batches
 
 REAL, REFINED = 1, 0
 
@@ -231,7 +231,6 @@ def fit_refiner(
         else:
             loss = (refined - x).abs().mean()
             logged = {"pretrain_r_l1": loss}
-        check_finite(step, loss_r=loss)
         update(opt_r, loss)
         return {k: v.detach() for k, v in logged.items()}
 
@@ -239,7 +238,6 @@ def fit_refiner(
         with torch.no_grad():
             refined = history.mix(refiner(next(synth_batches)))
         loss = local_ce(discriminator(next(real_batches_)), REAL) + local_ce(discriminator(refined), REFINED)
-        check_finite(step, loss_d=loss)
         update(opt_d, loss)
         return {name: loss.detach()}
 
@@ -248,7 +246,7 @@ def fit_refiner(
         step += 1
         means.add(**logged)
         if phase_step % cfg.log_every == 0 or phase_step == phase_steps:
-            flushed = means.flush()
+            flushed = means.flush(step)
             if report:
                 report(step, flushed)
 

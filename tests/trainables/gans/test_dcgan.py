@@ -55,7 +55,7 @@ def test_sampling_is_reproducible_from_its_seed(small_pool):
 def test_divergence_raises_a_named_error(small_pool):
     images = small_pool.of_class(0).clone()
     images[:] = float("nan")  # what a broken preprocessing step would hand the loop
-    with pytest.raises(DivergedError, match="became nan at step 1"):
+    with pytest.raises(DivergedError, match="became nan by step 3"):  # TINY reports every 3 steps
         run(images, seed=0)
 
 
@@ -65,3 +65,19 @@ def test_checkpoint_round_trip_rebuilds_the_same_generator(small_pool, tmp_path)
     torch.save(generator_checkpoint({0: gan}, ("a", "b")), path)
     loaded = load_generators(str(path))[0]
     assert torch.equal(loaded.sample(5, seed=2), gan.sample(5, seed=2))
+
+
+def test_running_means_match_a_plain_mean_and_catch_a_non_finite_loss():
+    from gantune.trainables.gans.base import RunningMeans
+
+    means = RunningMeans()
+    losses = [0.5, 1.25, 2.0]
+    for i, loss in enumerate(losses):
+        means.add(loss_d=torch.tensor(loss), share=float(i % 2))
+    assert means.flush(3) == pytest.approx({"loss_d": sum(losses) / 3, "share": 1 / 3})
+    assert means.history == {"loss_d": [pytest.approx(sum(losses) / 3)], "share": [pytest.approx(1 / 3)]}
+    means.add(loss_d=torch.tensor(1.0), share=0.0)
+    means.add(loss_d=torch.tensor(float("inf")), share=0.0)  # one bad step is enough
+    means.add(loss_d=torch.tensor(1.0), share=0.0)
+    with pytest.raises(DivergedError, match="loss_d became inf by step 6"):
+        means.flush(6)
