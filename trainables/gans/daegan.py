@@ -19,14 +19,36 @@ from .nets import upsampling_plan
 # --- Mixup discriminator loss ---
 
 
+LAM_BLOCK_BATCHES = 64
+"""Batches of mixup coefficients drawn per host-to-device copy."""
+
+
+class LamSampler:
+    """lam ~ Beta(alpha, alpha) on the generator's device, a block of batches at a time.
+
+    torch's Beta sampler takes no generator, so numpy draws the block, seeded from the torch
+    generator (one seed per block: still one seed in all, still reproducible), and one copy moves
+    it to the device; each batch then slices its lams off the block without a host round trip."""
+
+    def __init__(self, alpha: float, rng: torch.Generator, block_batches: int = LAM_BLOCK_BATCHES) -> None:
+        if alpha <= 0:
+            raise ValueError(f"'gan.alpha' must be > 0, got {alpha}")
+        self.alpha, self.rng, self.block_batches = alpha, rng, block_batches
+        self.block, self.cursor = torch.empty(0, device=rng.device), 0
+
+    def __call__(self, n: int) -> torch.Tensor:
+        if self.cursor + n > len(self.block):
+            seed = int(torch.randint(0, 2**62, (), generator=self.rng, device=self.rng.device))
+            lam = np.random.default_rng(seed).beta(self.alpha, self.alpha, size=n * self.block_batches)
+            self.block, self.cursor = torch.as_tensor(lam, dtype=torch.float32, device=self.rng.device), 0
+        self.cursor += n
+        return self.block[self.cursor - n : self.cursor]
+
+
 def sample_lam(n: int, alpha: float, rng: torch.Generator) -> torch.Tensor:
-    """lam ~ Beta(alpha, alpha), (n,), on rng's device. torch's Beta sampler takes no generator,
-    so a numpy generator is seeded from `rng` (still one seed, still reproducible)."""
-    if alpha <= 0:
-        raise ValueError(f"'gan.alpha' must be > 0, got {alpha}")
-    seed = int(torch.randint(0, 2**62, (), generator=rng, device=rng.device))
-    lam = np.random.default_rng(seed).beta(alpha, alpha, size=n)
-    return torch.as_tensor(lam, dtype=torch.float32, device=rng.device)
+    """n coefficients lam ~ Beta(alpha, alpha) on rng's device (the first n a LamSampler on the
+    same generator state gives)."""
+    return LamSampler(alpha, rng, block_batches=1)(n)
 
 
 def mixup_batch(real: torch.Tensor, fake: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +60,13 @@ def mixup_batch(real: torch.Tensor, fake: torch.Tensor, lam: torch.Tensor) -> tu
 def mixup_d_loss(alpha: float):
     """L_D = E[BCE(D(lam x + (1 - lam) G(z)), lam)], lam ~ Beta(alpha, alpha) per pair."""
 
+    sampler: LamSampler | None = None
+
     def loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator):
-        x_mix, target = mixup_batch(real, fake, sample_lam(len(real), alpha, rng))
+        nonlocal sampler
+        if sampler is None or sampler.rng is not rng:
+            sampler = LamSampler(alpha, rng)
+        x_mix, target = mixup_batch(real, fake, sampler(len(real)))
         return F.binary_cross_entropy_with_logits(discriminator(x_mix), target)
 
     return loss

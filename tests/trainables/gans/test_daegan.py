@@ -55,6 +55,17 @@ def test_lam_follows_beta_and_the_seed():
         sample_lam(2, 0.0, torch.Generator())
 
 
+def test_lam_sampler_slices_batches_off_one_block_per_copy():
+    from gantune.trainables.gans.daegan import LamSampler
+
+    sampler = LamSampler(0.4, torch.Generator().manual_seed(3), block_batches=4)
+    batches = [sampler(8) for _ in range(5)]  # four from the first block, one from a second
+    seed = int(torch.randint(0, 2**62, (), generator=torch.Generator().manual_seed(3)))
+    first_block = np.random.default_rng(seed).beta(0.4, 0.4, size=32).astype(np.float32)
+    np.testing.assert_array_equal(torch.cat(batches[:4]).numpy(), first_block)
+    assert batches[4].shape == (8,) and sampler.cursor == 8  # a new block, its first batch taken
+
+
 def test_mixture_latent_samples_every_component_with_its_mean_and_std():
     latent = GaussianMixtureLatent(latent_dim=3, components=4, seed=7)
     z, k = latent.sample_with_components(40000, torch.Generator().manual_seed(1), CPU)
