@@ -137,7 +137,7 @@ def search_main(args) -> int:
         experiment=experiment, tracking_uri=tracking_uri, storage_path=args.storage_path,
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         seed=args.seed, verbose=0 if args.quiet else 1,
-        resume=args.resume, max_failures=args.max_failures, optuna_storage=args.optuna_storage,
+        resume=args.resume, max_failures=args.max_failures, optuna_storage=optuna_storage_uri(args.optuna_storage),
     )
     from .resume import ResumeError
     from .tuner import ClusterError, SearchInterrupted
@@ -153,6 +153,18 @@ def search_main(args) -> int:
         return EXIT_INTERRUPTED
     print_summary(space, rows, parent_run_id, tracking_uri, time.monotonic() - start)
     return 0 if rows else 1
+
+
+def optuna_storage_uri(uri: str | None) -> str | None:
+    """A bare postgresql:// URL with the PostgreSQL driver gantune installs (see the server's)."""
+    if uri is None:
+        return None
+    from gantune.mlflow_server.server import ServerError, with_installed_postgres_driver
+
+    try:
+        return with_installed_postgres_driver(uri)
+    except ServerError as exc:
+        raise UserError(f"--optuna-storage {exc}") from exc
 
 
 def check_tracking(tracking_uri: str) -> None:

@@ -150,6 +150,8 @@ def test_dockerfile_installs_the_project_and_runs_gantune():
     # Every source folder of the package, and the pyproject that carries the pins.
     package_dirs = {d.split("/")[0] for d in PYPROJECT["tool"]["setuptools"]["package-dir"].values()}
     assert package_dirs | {"pyproject.toml"} <= copied
+    build_inputs = {PYPROJECT["project"]["readme"], *PYPROJECT["project"].get("license-files", [])}
+    assert build_inputs <= copied, f"`pip install .` reads {build_inputs - copied}, which the image does not copy"
     assert any(re.search(r"pip install \.( |$)", line) for line in lines), "the image must pip install the project"
     assert 'ENTRYPOINT ["gantune"]' in lines
     ignored = {line.strip().rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()}

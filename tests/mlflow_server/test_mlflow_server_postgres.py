@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import urllib.parse
-
 import pytest
 from mlflow import MlflowClient
 
@@ -13,40 +9,9 @@ from gantune.mlflow_server import ServerConfig
 
 from mlflow_server_helpers import assert_artifact_round_trip, get_status
 
-ADMIN_URI = os.environ.get("GANTUNE_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN, PASSWORD = "pg-admin", "postgres-backed-secret-1"
 
 pytestmark = pytest.mark.postgres
-
-
-def admin_connection():
-    """Autocommit connection to the maintenance database; fails or skips (never passes) without it."""
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(ADMIN_URI, connect_timeout=5)
-    except psycopg2.OperationalError as e:
-        msg = f"PostgreSQL at {ADMIN_URI} is not reachable ({str(e).strip()})"
-        if os.environ.get("GANTUNE_ALLOW_NO_POSTGRES") == "1":
-            pytest.skip(f"{msg}; skipped because GANTUNE_ALLOW_NO_POSTGRES=1")
-        pytest.fail(f"{msg}; start it, or set GANTUNE_ALLOW_NO_POSTGRES=1 to skip the postgres tests")
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
-    return conn
-
-
-@pytest.fixture(scope="module")
-def postgres_db():
-    """A fresh database for this run, dropped afterwards; yields its SQLAlchemy URI."""
-    name = f"gantune_test_{secrets.token_hex(4)}"
-    conn = admin_connection()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urllib.parse.urlparse(ADMIN_URI)._replace(path=f"/{name}").geturl()
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 @pytest.fixture(scope="module")
