@@ -199,6 +199,8 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             name=record.tune_name,
             storage_path=resume.storage_uri(options.storage_path),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            # Each fold's report carries the trial's finished folds (a few kB); only the newest matters.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
             callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), resume.InterruptWatch(),
                        *progress_callbacks],
@@ -210,7 +212,8 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
 
 def restore_tuner(settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
     """Trials keep their ids (so their MLflow runs are reopened, not duplicated); finished ones
-    are kept, unfinished ones rerun, errored ones stay errored; the searcher's state comes back
+    are kept, unfinished ones go on from the fold after their last report (a per-fold checkpoint),
+    errored ones stay errored; the searcher's state comes back
     from Tune's experiment checkpoint."""
     path = resume.tune_path(options.storage_path, record)
     if not tune.Tuner.can_restore(path):

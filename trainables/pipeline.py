@@ -7,7 +7,10 @@ that also owns the trial's MLflow run (through trainables/tracking.py)."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -167,14 +170,16 @@ def trial_folds(cfg: TrialConfig, data: DataSplits) -> list[Fold]:
 
 
 def run_trial(
-    cfg: TrialConfig, data: DataSplits, device: torch.device, on_fold: Callable[[FoldResult], None] | None = None
+    cfg: TrialConfig, data: DataSplits, device: torch.device, on_fold: Callable[[FoldResult], None] | None = None,
+    skip_folds: int = 0,
 ) -> dict[str, float]:
-    """All folds in order; returns the mean metrics over folds as val_* keys."""
+    """The folds in order, from fold `skip_folds` on (a restored trial has the earlier ones);
+    returns the mean metrics over the folds it ran as val_* keys."""
     pool = data.pool.to(device)
     pool = ImageDataset(enhance(pool.images, cfg.enhance), pool.labels, pool.class_names, pool.source)
     references = RealReferenceCache() if cfg.synth.gen_metrics else None
     results = []
-    for fold in trial_folds(cfg, data):
+    for fold in trial_folds(cfg, data)[skip_folds:]:
         result = run_fold(cfg, pool, fold, device, references)
         results.append(result)
         if on_fold:
@@ -195,6 +200,29 @@ def mean_metrics(results: list[FoldResult]) -> dict[str, float]:
     for key in with_gen[0] if with_gen else ():
         means[key] = float(np.nanmean([g[key] for g in with_gen]))
     return means
+
+
+FOLDS_JSON, FOLDS_NPZ = "folds.json", "folds.npz"
+
+
+def save_fold_results(results: list[FoldResult], directory: str) -> None:
+    """What a restored trial needs of its finished folds (metrics and out-of-fold predictions;
+    not the GANs, whose generator is already logged), as JSON + npz: small, and no pickles."""
+    folds = [{"fold": r.fold, "metrics": r.metrics, "gen_metrics": r.gen_metrics,
+              "synthetic_counts": {str(c): n for c, n in r.synthetic_counts.items()}} for r in results]
+    Path(directory, FOLDS_JSON).write_text(json.dumps({"folds": folds}))
+    arrays = {f"{kind}_{i}": a for i, r in enumerate(results) for kind, a in (("labels", r.val_labels), ("proba", r.val_proba))}
+    np.savez(Path(directory, FOLDS_NPZ), **arrays)
+
+
+def load_fold_results(directory: str) -> list[FoldResult]:
+    folds = json.loads(Path(directory, FOLDS_JSON).read_text())["folds"]
+    with np.load(Path(directory, FOLDS_NPZ), allow_pickle=False) as arrays:
+        return [
+            FoldResult(f["fold"], f["metrics"], arrays[f"labels_{i}"], arrays[f"proba_{i}"], Synthetic(),
+                       {int(c): n for c, n in f["synthetic_counts"].items()}, f["gen_metrics"])
+            for i, f in enumerate(folds)
+        ]
 
 
 def fold_metrics(result: FoldResult) -> dict[str, float]:
@@ -277,7 +305,13 @@ def trainable(config: dict, settings: StudySettings) -> None:
     device = trial_device(settings.gpus_per_trial)
     trial_id = tune.get_context().get_trial_id()
     run = tracking.TrialRun.open(settings, trial_id, params=config, cfg=cfg)
+    # A trial restored after a killed or interrupted driver (or retried after an error) goes on
+    # from the fold after the last one it reported; each report carries its folds as a checkpoint.
+    checkpoint = tune.get_checkpoint()
     results: list[FoldResult] = []
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            results = load_fold_results(directory)
 
     def on_fold(result: FoldResult) -> None:
         results.append(result)
@@ -285,10 +319,13 @@ def trainable(config: dict, settings: StudySettings) -> None:
         run.log_fold(result, results, means)
         if len(results) == cfg.data.total_folds:
             run.finish()  # before the last report: the scheduler may stop the trial at any report
-        tune.report({**means, **fold_metrics(result), "folds_done": len(results)})
+        with tempfile.TemporaryDirectory() as directory:
+            save_fold_results(results, directory)
+            tune.report({**means, **fold_metrics(result), "folds_done": len(results)},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:
-        run_trial(cfg, settings.data, device, on_fold)
+        run_trial(cfg, settings.data, device, on_fold, skip_folds=len(results))
     except Exception as exc:
         failure = final_failure(exc)
         if failure is None:

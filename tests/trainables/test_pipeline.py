@@ -92,3 +92,26 @@ def test_fold_means_and_worst_fold_match_a_plain_computation():
     assert means["val_auc_min_fold"] == pytest.approx(0.715)
     assert means["val_f1"] == pytest.approx(0.5) and means["val_f1_min_fold"] == pytest.approx(0.2)
     assert means["val_accuracy_min_fold"] == 0.5
+
+
+def test_a_restored_trial_goes_on_after_its_checkpointed_folds(small_pool, tmp_path):
+    """Fold results round-trip through the checkpoint files; run_trial(skip_folds=n) runs only
+    the folds after n, with the same seeds, so a resumed trial equals an uninterrupted one."""
+    cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 0.5})
+    data = DataSplits(pool=small_pool, test=small_pool)
+    full: list = []
+    pipeline.run_trial(cfg, data, torch.device("cpu"), full.append)
+    assert [r.fold for r in full] == [0, 1, 2]
+
+    pipeline.save_fold_results(full[:1], str(tmp_path))
+    restored = pipeline.load_fold_results(str(tmp_path))
+    assert len(restored) == 1 and restored[0].fold == 0
+    assert restored[0].metrics == full[0].metrics and restored[0].synthetic_counts == full[0].synthetic_counts
+    np.testing.assert_array_equal(restored[0].val_proba, full[0].val_proba)
+    np.testing.assert_array_equal(restored[0].val_labels, full[0].val_labels)
+
+    rest: list = []
+    pipeline.run_trial(cfg, data, torch.device("cpu"), rest.append, skip_folds=len(restored))
+    assert [r.fold for r in rest] == [1, 2]
+    assert [r.metrics for r in rest] == [r.metrics for r in full[1:]]  # same folds, same seeds
+    assert pipeline.mean_metrics(restored + rest) == pipeline.mean_metrics(full)
