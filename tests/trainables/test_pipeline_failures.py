@@ -27,6 +27,7 @@ def harness(tmp_path, monkeypatch, breast_splits):
     reports = []
     monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0001"))
     monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
+    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: None)  # a fresh trial
 
     def run(error: Exception, mode: str = "max"):
         def failing_trial(*args, **kwargs):

@@ -53,15 +53,24 @@ class FakeRun:
 def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatch):
     from ray import tune
 
-    run, reports = FakeRun(), []
+    run, reports, checkpointed = FakeRun(), [], []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        run.events.append(("report",))
+        with checkpoint.as_directory() as directory:  # the folds a restored trial would skip
+            checkpointed.append([r.fold for r in pipeline.load_fold_results(directory)])
+
     monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
     monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
-    monkeypatch.setattr(tune, "report", lambda metrics: (reports.append(metrics), run.events.append(("report",))))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)  # a fresh trial
+    monkeypatch.setattr(tune, "report", report)
     settings = pipeline.StudySettings(
         fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
     )
     pipeline.trainable({}, settings)
     assert [r["folds_done"] for r in reports] == [1, 2, 3, 4]
+    assert checkpointed == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
     for i, r in enumerate(reports):  # each report carries its own fold's metrics under a unique key
         assert f"fold{i}_val_auc" in r and not any(f"fold{j}_val_auc" in r for j in range(4) if j != i)
     assert run.events[-2:] == [("finish",), ("report",)]  # ended before the last report (ASHA may stop there)
