@@ -199,8 +199,9 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             name=record.tune_name,
             storage_path=resume.storage_uri(options.storage_path),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            # Each fold's report carries the trial's finished folds (a few kB); only the newest matters.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Each fold's report carries the trial's finished folds as a checkpoint of a few kB; all
+            # are kept: with num_to_keep set, Tune forces an experiment snapshot at every fold and
+            # warns about it in the user's terminal.
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
             callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), resume.InterruptWatch(),
                        *progress_callbacks],
