@@ -130,7 +130,7 @@ def run_search(
         mode=space.search.mode,
         objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
     )
-    failed = interrupted = True
+    failed, interrupted = True, False
     try:
         tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (resume.InterruptWatch)
@@ -199,9 +199,8 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             name=record.tune_name,
             storage_path=resume.storage_uri(options.storage_path),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            # Each fold's report carries the trial's finished folds as a checkpoint of a few kB; all
-            # are kept: with num_to_keep set, Tune forces an experiment snapshot at every fold and
-            # warns about it in the user's terminal.
+            # No CheckpointConfig(num_to_keep): each fold's checkpoint is a few kB, and with
+            # num_to_keep set Tune forces an experiment snapshot at every fold and warns about it.
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
             callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), resume.InterruptWatch(),
                        *progress_callbacks],

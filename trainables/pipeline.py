@@ -312,6 +312,9 @@ def trainable(config: dict, settings: StudySettings) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             results = load_fold_results(directory)
+    if len(results) == cfg.data.total_folds:  # the driver died after its last report, before it returned
+        run.finish()  # TrialRun.open reopened the run; there is nothing left to compute
+        return
 
     def on_fold(result: FoldResult) -> None:
         results.append(result)

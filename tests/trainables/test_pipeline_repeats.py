@@ -83,3 +83,25 @@ def test_asha_max_t_counts_folds_times_repeats():
 
     space = Space("x.yaml", "x", {"data.folds": 3, "data.repeats": 2}, {})
     assert make_scheduler(space)._max_t == 6
+
+
+def test_a_restored_trial_with_every_fold_checkpointed_only_closes_its_run(small_pool, monkeypatch, tmp_path):
+    """Driver killed after the trial's last report but before it returned: on restore nothing is
+    recomputed, and the reopened MLflow run ends FINISHED (not left for the sweep to mark KILLED)."""
+    from ray import tune
+
+    folds = [pipeline.FoldResult(i, {"auc": 0.7}, np.zeros(2), np.zeros((2, 2)), pipeline.Synthetic(), {0: 0})
+             for i in range(4)]  # FAST: 2 folds x 2 repeats
+    pipeline.save_fold_results(folds, str(tmp_path))
+    run = FakeRun()
+    monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tmp_path)))
+    monkeypatch.setattr(pipeline, "run_fold", lambda *a, **k: pytest.fail("a checkpointed fold was recomputed"))
+    monkeypatch.setattr(tune, "report", lambda *a, **k: pytest.fail("nothing new to report"))
+    settings = pipeline.StudySettings(
+        fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
+    )
+    pipeline.trainable({}, settings)
+    assert run.events == [("finish",)]
+
