@@ -1,22 +1,15 @@
-"""What every GAN family shares: its config, the trained result, and the loop's plumbing."""
+"""What every GAN family shares: its config and the trained result. The loop plumbing they share
+with the classifier lives in trainables/loop.py (re-exported here for the GAN loops)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
-Report = Callable[[int, dict[str, float]], None]
-"""A training loop's progress callback: (step, flat float metrics). Loops import neither Ray
-nor MLflow; the trainable adapts this callback to them."""
-
-
-class DivergedError(RuntimeError):
-    """A GAN or classifier loss became NaN or infinite; the trial fails with this reason and the
-    search goes on."""
+from ..loop import DivergedError, Report, RunningMeans, real_batches, report_due  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -103,48 +96,3 @@ class TrainedGAN:
             # A mixture latent's fixed means/stds are part of the model; N(0, I) has no state.
             "latent": self.latent.state_dict() if isinstance(self.latent, nn.Module) else {},
         }
-
-
-def real_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """Endless shuffled batches drawn on the images' device (no DataLoader, no host copies)."""
-    n = len(images)
-    batch_size = min(batch_size, n)
-    while True:
-        order = torch.randperm(n, generator=generator, device=generator.device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield images[order[start : start + batch_size]]
-
-
-def report_due(step: int, cfg: GANConfig) -> bool:
-    """Whether a loop reports at this step: every cfg.log_every steps and at the last one."""
-    return step % cfg.log_every == 0 or step == cfg.steps
-
-
-class RunningMeans:
-    """Accumulates per-step losses where they live and flushes their means into a history at
-    every report: one host sync per report instead of one per loss per step (on a GPU each sync
-    drains the kernel queue). A NaN or inf loss poisons its sum, so `flush` still catches a
-    diverging loop, at the next report."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.count = 0
-        self.history: dict[str, list[float]] = {}
-
-    def add(self, **values: torch.Tensor | float) -> None:
-        for k, v in values.items():
-            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-
-    def flush(self, step: int) -> dict[str, float]:
-        """Means since the last flush; DivergedError names the first non-finite one."""
-        on_device = {k: v for k, v in self.sums.items() if isinstance(v, torch.Tensor)}
-        synced = dict(zip(on_device, torch.stack(list(on_device.values())).tolist())) if on_device else {}
-        means = {k: synced.get(k, v) / max(self.count, 1) for k, v in self.sums.items()}
-        for k, v in means.items():
-            if not math.isfinite(v):
-                raise DivergedError(f"{k} became {v} by step {step}; lower the learning rate")
-            self.history.setdefault(k, []).append(v)
-        self.sums, self.count = {}, 0
-        return means
