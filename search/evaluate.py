@@ -30,7 +30,7 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits, ImageDataset
 from gantune.trainables.data.folds import Fold, make_folds
 from gantune.trainables.metrics import METRIC_NAMES
-from gantune.trainables.pipeline import enhance, fit_pipeline, score
+from gantune.trainables.trial import enhance, fit_pipeline, score
 
 from .bars import progress_bar, write_line
 

@@ -4,7 +4,7 @@ Tune report per fold over all repeats, fold metrics keyed without collisions."""
 import numpy as np
 import pytest
 
-from gantune.trainables import pipeline, tracking
+from gantune.trainables import pipeline, tracking, trial
 from gantune.trainables.config import ConfigError, TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.data.folds import make_folds
@@ -17,7 +17,7 @@ FAST = {
 
 def test_trial_folds_repeat_with_shifted_seeds(small_pool):
     cfg = TrialConfig.from_flat({**FAST, "data.folds": 3, "data.repeats": 3, "data.seed": 5})
-    folds = pipeline.trial_folds(cfg, DataSplits(pool=small_pool, test=small_pool))
+    folds = trial.trial_folds(cfg, DataSplits(pool=small_pool, test=small_pool))
     labels = small_pool.labels.numpy()
     assert [f.index for f in folds] == list(range(9))
     for r in range(3):
@@ -27,7 +27,7 @@ def test_trial_folds_repeat_with_shifted_seeds(small_pool):
         # each repeat still holds every pool image out exactly once
         assert sorted(np.concatenate([f.val_idx for f in folds[3 * r: 3 * r + 3]])) == list(range(len(labels)))
     assert not np.array_equal(folds[0].val_idx, folds[3].val_idx)  # a new split, not the same one again
-    assert TrialConfig().data.repeats == 1 and len(pipeline.trial_folds(TrialConfig.from_flat({"data.folds": 3}),
+    assert TrialConfig().data.repeats == 1 and len(trial.trial_folds(TrialConfig.from_flat({"data.folds": 3}),
                                                                          DataSplits(small_pool, small_pool))) == 3
 
 
@@ -59,7 +59,7 @@ def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatc
         reports.append(metrics)
         run.events.append(("report",))
         with checkpoint.as_directory() as directory:  # the folds a restored trial would skip
-            checkpointed.append([r.fold for r in pipeline.load_fold_results(directory)])
+            checkpointed.append([r.fold for r in trial.load_fold_results(directory)])
 
     monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
     monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
@@ -90,14 +90,14 @@ def test_a_restored_trial_with_every_fold_checkpointed_only_closes_its_run(small
     recomputed, and the reopened MLflow run ends FINISHED (not left for the sweep to mark KILLED)."""
     from ray import tune
 
-    folds = [pipeline.FoldResult(i, {"auc": 0.7}, np.zeros(2), np.zeros((2, 2)), pipeline.Synthetic(), {0: 0})
+    folds = [trial.FoldResult(i, {"auc": 0.7}, np.zeros(2), np.zeros((2, 2)), trial.Synthetic(), {0: 0})
              for i in range(4)]  # FAST: 2 folds x 2 repeats
-    pipeline.save_fold_results(folds, str(tmp_path))
+    trial.save_fold_results(folds, str(tmp_path))
     run = FakeRun()
     monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
     monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tmp_path)))
-    monkeypatch.setattr(pipeline, "run_fold", lambda *a, **k: pytest.fail("a checkpointed fold was recomputed"))
+    monkeypatch.setattr(trial, "run_fold", lambda *a, **k: pytest.fail("a checkpointed fold was recomputed"))
     monkeypatch.setattr(tune, "report", lambda *a, **k: pytest.fail("nothing new to report"))
     settings = pipeline.StudySettings(
         fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",

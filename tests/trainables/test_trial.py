@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gantune.trainables import pipeline
+from gantune.trainables import trial
 from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.data.folds import make_folds
@@ -52,7 +52,7 @@ def test_no_held_out_image_reaches_gan_training(small_pool, monkeypatch):
     data = DataSplits(pool=small_pool, test=small_pool.subset(np.arange(4)))
     folds = make_folds(small_pool.labels.numpy(), 3, cfg.data.seed)
     results = []
-    pipeline.run_trial(cfg, data, torch.device("cpu"), on_fold=results.append)
+    trial.run_trial(cfg, data, torch.device("cpu"), on_fold=results.append)
     assert len(seen) == 3 * 2  # one GAN per class per fold
     for i, fold in enumerate(folds):
         held_out = image_ids(fold.val_view(small_pool).images)
@@ -63,16 +63,16 @@ def test_no_held_out_image_reaches_gan_training(small_pool, monkeypatch):
 
 
 def test_ratio_sets_the_synthetic_count_per_class(small_pool):
-    counts = pipeline.synthetic_counts(small_pool, 1.5)
+    counts = trial.synthetic_counts(small_pool, 1.5)
     assert counts == {0: 60, 1: 60}
-    assert pipeline.synthetic_counts(small_pool, 0) == {0: 0, 1: 0}
+    assert trial.synthetic_counts(small_pool, 0) == {0: 0, 1: 0}
 
 
 def test_real_only_trial_trains_no_gan_and_reports_every_metric(small_pool, monkeypatch):
     monkeypatch.setitem(GANS, "dcgan", lambda *a, **k: pytest.fail("GAN trained at ratio 0"))
     cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 0.0})
     data = DataSplits(pool=small_pool, test=small_pool)
-    means = pipeline.run_trial(cfg, data, torch.device("cpu"))
+    means = trial.run_trial(cfg, data, torch.device("cpu"))
     names = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
     assert set(means) == {f"val_{m}" for m in names} | {f"val_{m}_min_fold" for m in names}
     assert all(0 <= v <= 1 for v in means.values())
@@ -85,9 +85,9 @@ def test_fold_means_and_worst_fold_match_a_plain_computation():
     def fold(i):
         metrics = {m: 0.5 for m in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")}
         metrics.update(auc=aucs[i], f1=f1s[i])
-        return pipeline.FoldResult(i, metrics, np.zeros(1), np.zeros((1, 2)), pipeline.Synthetic(), {})
+        return trial.FoldResult(i, metrics, np.zeros(1), np.zeros((1, 2)), trial.Synthetic(), {})
 
-    means = pipeline.mean_metrics([fold(i) for i in range(3)])
+    means = trial.mean_metrics([fold(i) for i in range(3)])
     assert means["val_auc"] == pytest.approx((0.715 + 0.853) / 2)  # undefined folds are skipped
     assert means["val_auc_min_fold"] == pytest.approx(0.715)
     assert means["val_f1"] == pytest.approx(0.5) and means["val_f1_min_fold"] == pytest.approx(0.2)
@@ -100,18 +100,18 @@ def test_a_restored_trial_goes_on_after_its_checkpointed_folds(small_pool, tmp_p
     cfg = TrialConfig.from_flat({**FAST, "synth.ratio": 0.5})
     data = DataSplits(pool=small_pool, test=small_pool)
     full: list = []
-    pipeline.run_trial(cfg, data, torch.device("cpu"), full.append)
+    trial.run_trial(cfg, data, torch.device("cpu"), full.append)
     assert [r.fold for r in full] == [0, 1, 2]
 
-    pipeline.save_fold_results(full[:1], str(tmp_path))
-    restored = pipeline.load_fold_results(str(tmp_path))
+    trial.save_fold_results(full[:1], str(tmp_path))
+    restored = trial.load_fold_results(str(tmp_path))
     assert len(restored) == 1 and restored[0].fold == 0
     assert restored[0].metrics == full[0].metrics and restored[0].synthetic_counts == full[0].synthetic_counts
     np.testing.assert_array_equal(restored[0].val_proba, full[0].val_proba)
     np.testing.assert_array_equal(restored[0].val_labels, full[0].val_labels)
 
     rest: list = []
-    pipeline.run_trial(cfg, data, torch.device("cpu"), rest.append, skip_folds=len(restored))
+    trial.run_trial(cfg, data, torch.device("cpu"), rest.append, skip_folds=len(restored))
     assert [r.fold for r in rest] == [1, 2]
     assert [r.metrics for r in rest] == [r.metrics for r in full[1:]]  # same folds, same seeds
-    assert pipeline.mean_metrics(restored + rest) == pipeline.mean_metrics(full)
+    assert trial.mean_metrics(restored + rest) == trial.mean_metrics(full)
