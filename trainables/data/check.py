@@ -297,7 +297,7 @@ def _load_npz(path: Path, cfg: PreprocessConfig) -> DataSplits:
     def prep(d: ImageDataset) -> ImageDataset:
         return ImageDataset(preprocess_npz_images(d.images, cfg), d.labels, d.class_names, d.source)
 
-    return DataSplits(pool=prep(splits.pool), test=prep(splits.test))
+    return DataSplits(pool=prep(splits.pool), test=prep(splits.test), official_val=splits.official_val)
 
 
 # --- Public entry points ------------------------------------------------------------------------

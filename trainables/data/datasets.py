@@ -65,6 +65,9 @@ class DataSplits:
     """Patient (or source-file) id per pool image for grouped folds; None = independent images."""
     test_files: tuple[str, ...] = ()
     """Files of the held-out test split when it was drawn here (not MedMNIST's official split)."""
+    official_val: np.ndarray | None = None
+    """Pool indices of MedMNIST's official val split (the pool is train then val); None for
+    datasets without one. `evaluate` early-stops its refits on it."""
 
 
 MEDMNIST_CLASS_NAMES = {
@@ -107,4 +110,5 @@ def load_medmnist_npz(path: str | Path) -> DataSplits:
         y = np.concatenate([labels[s] for s in splits])
         return ImageDataset(uint8_to_tensor(images), torch.from_numpy(y), names, str(path))
 
-    return DataSplits(pool=make(("train", "val")), test=make(("test",)))
+    n_train, n_val = len(labels["train"]), len(labels["val"])
+    return DataSplits(pool=make(("train", "val")), test=make(("test",)), official_val=np.arange(n_train, n_train + n_val))
