@@ -14,8 +14,8 @@ the one whose scores are passed); the bootstrap takes any statistic."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats

@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from gantune.search import stats
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
-
-from gantune.search import stats
 
 
 def correlated_scores(n_pos=12, n_neg=17, seed=3, ties=True):
