@@ -70,19 +70,26 @@ def load_refiners(path: str, device: str | torch.device = "cpu") -> dict[int, Tr
     }
 
 
+def restore_gan(state: dict, device: torch.device) -> TrainedGAN:
+    """A TrainedGAN from its `state()` (weights only): the family's networks rebuilt and loaded."""
+    cfg = GANConfig(**state["config"])
+    shape = tuple(state["image_shape"])
+    num_classes = int(state.get("num_classes", 0))
+    build = NETWORKS[cfg.family]
+    generator, discriminator = build(cfg, shape, device, num_classes) if num_classes else build(cfg, shape, device)
+    generator.load_state_dict(state["generator"])
+    discriminator.load_state_dict(state["discriminator"])
+    latent = restore_latent(cfg, state.get("latent", {}), device)
+    label = int(state.get("label", -1))
+    return TrainedGAN(cfg, generator, discriminator, latent, shape, num_classes=num_classes,
+                      label=None if label < 0 else label)
+
+
 def load_generators(path: str, device: str | torch.device = "cpu") -> dict[int, TrainedGAN]:
-    """Rebuild per-class GANs from `generator_checkpoint`'s file; weights only, no unpickling."""
+    """Rebuild per-class GANs from `generator_checkpoint`'s file; weights only, no unpickling.
+    A conditional GAN comes back once per class, each seen through `for_class`."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    loaded = {}
-    for label, state in checkpoint["gans"].items():
-        cfg = GANConfig(**state["config"])
-        shape = tuple(state["image_shape"])
-        generator, discriminator = NETWORKS[cfg.family](cfg, shape, torch.device(device))
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        latent = restore_latent(cfg, state.get("latent", {}), torch.device(device))
-        loaded[int(label)] = TrainedGAN(cfg, generator, discriminator, latent, shape)
-    return loaded
+    return {int(label): restore_gan(state, torch.device(device)) for label, state in checkpoint["gans"].items()}
 
 
 __all__ = [
@@ -97,6 +104,7 @@ __all__ = [
     "TrainedRefiner",
     "generator_checkpoint",
     "load_generators",
+    "restore_gan",
     "load_refiners",
     "sample_filtered",
     "score_filter",
