@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .base import (
     GANConfig,
@@ -17,15 +16,7 @@ from .base import (
     real_batches,
     report_due,
 )
-from .efficient import (
-    AdaptiveP,
-    AugmentedDiscriminator,
-    GeneratorEMA,
-    LeCam,
-    hinge_discriminator_loss,
-    hinge_generator_loss,
-    parse_policy,
-)
+from .efficient import LeCam, data_efficient, hinge_discriminator_loss, hinge_generator_loss
 from .nets import DCGANDiscriminator, DCGANGenerator
 
 
@@ -143,13 +134,3 @@ def fit_dcgan(
     sampler = ema.model if ema is not None else generator
     return TrainedGAN(cfg, sampler, discriminator, latent, image_shape, means.history,
                       num_classes=num_classes if conditional else 0)
-
-
-def data_efficient(cfg: GANConfig, generator: nn.Module, discriminator: nn.Module, rng: torch.Generator):
-    """(the D the loop trains through, ADA controller or None, generator EMA or None): D wrapped in
-    DiffAugment when gan.diffaugment names ops (p = 1, or adapted from 0 toward gan.ada_target)."""
-    ops = parse_policy(cfg.diffaugment)
-    ada = AdaptiveP(cfg.ada_target) if ops and cfg.ada_target > 0 else None
-    trained_d = AugmentedDiscriminator(discriminator, ops, rng, p=0.0 if ada else 1.0) if ops else discriminator
-    ema = GeneratorEMA(generator, cfg.ema) if cfg.ema > 0 else None
-    return trained_d, ada, ema

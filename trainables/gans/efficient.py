@@ -181,3 +181,14 @@ class LeCam:
             self.ema_real = self.decay * self.ema_real + (1 - self.decay) * real_mean
             self.ema_fake = self.decay * self.ema_fake + (1 - self.decay) * fake_mean
         return F.relu(real_logits - self.ema_fake).pow(2).mean() + F.relu(self.ema_real - fake_logits).pow(2).mean()
+
+
+def data_efficient(cfg, generator: nn.Module, discriminator: nn.Module, rng: torch.Generator):
+    """(the D a loop trains through, ADA controller or None, generator EMA or None) for a GANConfig:
+    D wrapped in DiffAugment when gan.diffaugment names ops (p = 1, or adapted from 0 toward
+    gan.ada_target), and an EMA of G when gan.ema > 0."""
+    ops = parse_policy(cfg.diffaugment)
+    ada = AdaptiveP(cfg.ada_target) if ops and cfg.ada_target > 0 else None
+    trained_d = AugmentedDiscriminator(discriminator, ops, rng, p=0.0 if ada else 1.0) if ops else discriminator
+    ema = GeneratorEMA(generator, cfg.ema) if cfg.ema > 0 else None
+    return trained_d, ada, ema

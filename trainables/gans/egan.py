@@ -28,6 +28,7 @@ from .base import (
     report_due,
 )
 from .dcgan import adam, build_dcgan_pair, discriminator_loss
+from .efficient import data_efficient
 
 FD_EPS = 1e-8
 """Inside the log of F_d: a vanishing gradient norm gives a large finite F_d, not +inf (the public
@@ -239,6 +240,9 @@ def fit_evolutionary(
     generator, discriminator = build(cfg, image_shape, device)
     opt_g, opt_d = adam(generator.parameters(), cfg), adam(discriminator.parameters(), cfg)
     evolution = Evolution(generator, opt_g)
+    # DiffAugment on what D sees in the D step and in the mutations' G losses; the fitness keeps
+    # the plain D, so selection compares children on un-augmented evidence.
+    trained_d, _, ema = data_efficient(cfg, generator, discriminator, rng)
     batches = real_batches(images, cfg.batch_size, rng)
     means = RunningMeans()
     generator.train(), discriminator.train()
@@ -247,7 +251,7 @@ def fit_evolutionary(
         for _ in range(cfg.d_steps):
             real = next(batches)
             fake = generator(latent(len(real), rng, device))  # the last one's graph feeds the mutations
-            loss_d = d_loss(discriminator, real, fake.detach(), rng)
+            loss_d = d_loss(trained_d, real, fake.detach(), rng)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -263,8 +267,10 @@ def fit_evolutionary(
                 child_fake = child(eval_z)
             return child_fitness(discriminator, child_fake, real_grads, cfg.gamma)
 
-        fake_logits = discriminator(fake)
+        fake_logits = trained_d(fake)
         chosen = evolution.step({n: MUTATIONS[n](fake_logits) for n in mutations}, score)
+        if ema is not None:
+            ema.update(generator)
         best = chosen.fitnesses[chosen.index]
         means.add(
             loss_d=loss_d.detach(),
@@ -277,7 +283,7 @@ def fit_evolutionary(
             flushed = means.flush(step)
             if report:
                 report(step, flushed)
-    return TrainedGAN(cfg, generator, discriminator, latent, image_shape, means.history)
+    return TrainedGAN(cfg, ema.model if ema is not None else generator, discriminator, latent, image_shape, means.history)
 
 
 def fit_egan(

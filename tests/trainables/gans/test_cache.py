@@ -13,25 +13,25 @@ from gantune.trainables.gans.cache import CacheStats, GeneratorCache, cached_fit
 from gantune.trainables.gans.dcgan import fit_dcgan
 
 CPU = torch.device("cpu")
-CFG = GANConfig(steps=6, width=16, latent_dim=8, batch_size=8, log_every=3)
+CFG = GANConfig(steps=6, width=16, latent_dim=8, batch_size=8, log_every=3, diffaugment="translation")
 
 
 def data(seed: int = 0) -> torch.Tensor:
     return torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def changed(value):
+def changed(name, value):
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
         return value + 1
-    return value + "x" if value else "translation"
+    return {"family": "egan", "mutations": "minimax", "loss": "hinge", "diffaugment": "cutout"}.get(name, value)
 
 
 @pytest.mark.parametrize("name", [f.name for f in fields(GANConfig)])
 def test_key_changes_with_every_gan_field(name):
     x = data()
-    assert gan_key(replace(CFG, **{name: changed(getattr(CFG, name))}), x, 0, 1) != gan_key(CFG, x, 0, 1)
+    assert gan_key(replace(CFG, **{name: changed(name, getattr(CFG, name))}), x, 0, 1) != gan_key(CFG, x, 0, 1)
 
 
 def test_key_changes_with_an_image_a_label_the_class_and_the_seed_and_nothing_else():

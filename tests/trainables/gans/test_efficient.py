@@ -203,3 +203,24 @@ def test_conditional_gan_samples_each_requested_class():
     assert not torch.equal(zero.score(x[:4]), one.score(x[:4]))
     with pytest.raises(AssertionError, match="for_class"):
         gan.sample(2, seed=0)
+
+
+@pytest.mark.parametrize("family", ["egan", "daegan"])
+def test_evolutionary_families_take_diffaugment_and_the_ema_generator(family):
+    from gantune.trainables.gans import GANS
+
+    x = images(n=16, size=28)
+    extras = {"diffaugment": "translation,brightness", "ema": 0.9, "spectral_norm": family == "egan"}
+    cfg = GANConfig(**{**SMALL, "steps": 4}, family=family, mutations="minimax,heuristic", **extras)
+    a, b = (GANS[family](cfg, x, seed=1, device=torch.device("cpu")) for _ in range(2))
+    plain = GANS[family](GANConfig(**{**SMALL, "steps": 4}, family=family, mutations="minimax,heuristic"), x, seed=1,
+                         device=torch.device("cpu"))
+    assert torch.equal(a.sample(3, seed=0), b.sample(3, seed=0))
+    assert a.history["loss_d"] != plain.history["loss_d"]
+    assert all(not p.requires_grad for p in a.generator.parameters())
+
+
+@pytest.mark.parametrize("key,value", [("conditional", True), ("loss", "hinge"), ("lecam", 0.3)])
+def test_dcgan_only_options_are_refused_for_other_families_naming_the_key(key, value):
+    with pytest.raises(ValueError, match=f"gan.{key}"):
+        GANConfig(family="egan", **{key: value})
