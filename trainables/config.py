@@ -4,11 +4,17 @@ hyperparameters Optuna proposes (keys like "gan.lr")."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .classifiers import ClassifierConfig
 from .data.augment import AugmentConfig
+from .data.enhance import EnhanceConfig
 from .data.preprocess import PreprocessConfig
 from .gans.base import GANConfig
 from .gans.simgan import RefinerConfig
@@ -24,17 +30,15 @@ class DataConfig:
     path: str = "data/breastmnist.npz"
     """Dataset: a MedMNIST-style .npz, a folder with one sub-folder per class, or a CSV manifest."""
     folds: int = 5
-    """k of the stratified k-fold cross-validation over the training pool."""
+    """k of the stratified k-fold cross-validation over the training pool (>= 2)."""
     seed: int = 0
-    """Seed of the fold split; the same for every trial so trials are compared on equal folds."""
+    """Seed of the fold split; the same for every trial so trials are compared on equal folds (>= 0)."""
     positive_class: int = 1
-    """Binary tasks: the label counted as positive ("diseased") for sensitivity and precision."""
+    """Binary tasks: the label counted as positive ("diseased") for sensitivity and precision
+    (>= 0 and below the dataset's number of classes, checked once the dataset is loaded)."""
     repeats: int = 1
-    """Repeated k-fold: repeat r splits the pool again with seed `seed + r` (folds x repeats in all)."""
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1:
-            raise ValueError(f"'data.repeats' must be >= 1, got {self.repeats}")
+    """Repeated k-fold: repeat r splits the pool again with seed `seed + r` (folds x repeats in
+    all; >= 1)."""
 
     @property
     def total_folds(self) -> int:
@@ -45,32 +49,27 @@ class DataConfig:
 @dataclass(frozen=True)
 class SynthConfig:
     ratio: float = 0.0
-    """Synthetic images per real training image, per class; 0 = real images only."""
+    """Synthetic images per real training image, per class; 0 = real images only (>= 0: a
+    negative ratio would silently train real-only trials that are not labelled baselines)."""
     sample_seed: int = 1234
-    """Seed of the fixed latent grid logged as samples/*.png, the same for every trial."""
+    """Seed of the fixed latent grid logged as samples/*.png, the same for every trial (>= 0)."""
     refiner: str = "none"
     """'none', or a refiner applied to every synthetic image ('simgan'; see the refiner section)."""
     filter_threshold: float = 0.0
     """Discriminator-score filter (eye paper: 0.76): keep a synthetic image only if its GAN's
-    discriminator scores it >= this; 0 keeps everything."""
+    discriminator scores it >= this; 0 keeps everything. In [0, 1] (a sigmoid score)."""
     gen_metrics: bool = False
     """Log generative metrics (classifier-feature Frechet distance, PRDC, memorisation); costs one
     extra real-only classifier per fold."""
-
-
-@dataclass(frozen=True)
-class EnhanceConfig:
-    """Applied to every image at the start of each trial, so unlike the `preprocess` section
-    (applied once when the files are read, then cached) its values can be searched."""
-
-    bilateral: bool = False
-    """Skin paper: an edge-preserving bilateral filter on every image before anything else."""
-    sigma_space: float = 1.5
-    """Bilateral filter: spatial sigma in pixels."""
-    sigma_color: float = 0.1
-    """Bilateral filter: intensity sigma as a fraction of the value range."""
-    gamma: float = 1.0
-    """Skin paper: gamma correction O = I^(1/gamma) on [0, 1] intensities (paper: 1.5); 1 = off."""
+    classes: str = "all"
+    """'all': synthesise every class at the ratio; 'minority': only the classes smaller than the
+    largest one (oversampling the rare class with synthetic images)."""
+    mode: str = "pool"
+    """'pool': a fixed set of ratio x real synthetic images drawn once, mixed into the training
+    set; 'stream': fresh images drawn from the generator for every classifier batch, in the same
+    proportion (synthetic images as stochastic augmentation). The step budget is the same."""
+    weight: float = 1.0
+    """Loss weight of a synthetic image relative to a real one (> 0)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -112,10 +111,12 @@ class TrialConfig:
 
     def baseline_name(self) -> str | None:
         """Trials adding no synthetic image are baselines, whatever their GAN settings say:
-        'classic_aug' with classic augmentation on, else 'real_only'."""
+        'classic_aug' / 'trivial_aug' with that augmentation policy on, else 'real_only'."""
         if self.synth.ratio != 0:
             return None
-        return "classic_aug" if self.augment.active else "real_only"
+        if not self.augment.active:
+            return "real_only"
+        return "trivial_aug" if self.augment.policy == "trivial" else "classic_aug"
 
     def to_flat(self) -> dict[str, Any]:
         return {
@@ -125,8 +126,20 @@ class TrialConfig:
         }
 
 
+MOVED_KEYS = {
+    "preprocess.bilateral": "enhance.bilateral",
+    "preprocess.bilateral_sigma_space": "enhance.sigma_space",
+    "preprocess.bilateral_sigma_color": "enhance.sigma_color",
+    "preprocess.gamma": "enhance.gamma",
+}
+"""Keys that were removed -> the key that does the same now (one enhancement, applied per trial)."""
+
+
 def check_key(key: str) -> tuple[str, str]:
     """'gan.lr' -> ('gan', 'lr'), or a ConfigError naming the key and what is allowed."""
+    if key in MOVED_KEYS:
+        raise ConfigError(f"'{key}' was removed: use '{MOVED_KEYS[key]}' (the enhancement is applied per trial, "
+                          "on the same [0, 1] intensity scale, and can be searched)")
     section, dot, name = key.partition(".")
     if not dot or section not in SECTIONS:
         raise ConfigError(f"unknown key '{key}': sections are {sorted(SECTIONS)}")
@@ -134,6 +147,166 @@ def check_key(key: str) -> tuple[str, str]:
     if name not in allowed:
         raise ConfigError(f"unknown key '{key}': '{section}' takes {sorted(allowed)}")
     return section, name
+
+
+# --- Valid ranges -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed, open or half-bounded interval of numbers; None = unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """True: `low` itself is not allowed (lr > 0)."""
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        # Written as "not outside" comparisons so NaN is never inside a bounded range.
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "any number"
+
+
+def at_least(low: float) -> Range:
+    return Range(low)
+
+
+def above(low: float) -> Range:
+    return Range(low, low_open=True)
+
+
+ANY = Range()
+UNIT = Range(0, 1)
+"""Probabilities, strengths, scores."""
+POSITIVE = above(0)
+"""Learning rates, sigmas, spacings: zero or less is meaningless."""
+COUNT = at_least(1)
+"""Batch sizes, step budgets, report intervals (0 would divide by zero or train nothing)."""
+SEED = at_least(0)
+"""numpy and torch seeds must be non-negative."""
+
+FIELD_RANGES: dict[str, Range] = {
+    # data (read on the driver; positive_class is also checked against the dataset, check_dataset_fit)
+    "data.folds": at_least(2),  # one fold would leave nothing to validate on
+    "data.seed": SEED,
+    "data.positive_class": at_least(0),
+    "data.repeats": COUNT,
+    # gan
+    "gan.latent_dim": COUNT,
+    "gan.lr": POSITIVE,
+    "gan.beta1": Range(0, 1, high_open=True),  # Adam needs beta1 < 1
+    "gan.batch_size": COUNT,
+    "gan.steps": COUNT,  # steps <= 0 silently trained nothing
+    "gan.width": COUNT,
+    "gan.gamma": at_least(0),
+    "gan.alpha": POSITIVE,  # Beta(alpha, alpha) needs alpha > 0
+    "gan.mixture_components": at_least(0),  # 0 = plain N(0, I)
+    "gan.d_steps": COUNT,
+    "gan.log_every": COUNT,
+    "gan.ada_target": Range(0, 1, high_open=True),  # 0 = off (fixed p); 1 would push p to its end
+    "gan.ema": Range(0, 1, high_open=True),  # decay; 0 = off, 1 would never move
+    "gan.lecam": at_least(0),
+    # classifier
+    "classifier.lr": POSITIVE,
+    "classifier.batch_size": COUNT,  # <= 0 was reported as DIVERGED ("lower its lr")
+    "classifier.steps": COUNT,
+    "classifier.eval_every": COUNT,
+    "classifier.patience": COUNT,
+    "classifier.width": POSITIVE,
+    "classifier.weight_decay": at_least(0),
+    "classifier.middle_repeats": at_least(0),  # Xception with no middle flow is still a network
+    # synth
+    "synth.ratio": at_least(0),  # < 0 gave real-only trials that were not labelled baselines
+    "synth.sample_seed": SEED,
+    "synth.filter_threshold": UNIT,  # the discriminator's sigmoid score
+    "synth.weight": POSITIVE,  # a zero weight would make synthetic images dead weight in the batch
+    # augment (AugmentConfig's own __post_init__ checks the same for direct construction)
+    "augment.strength": UNIT,
+    "augment.flip_p": UNIT,
+    "augment.quarter_turn_p": UNIT,
+    "augment.max_rotation_deg": Range(0, 180),  # +-180 already covers every angle
+    "augment.max_translate": Range(0, 1, high_open=True),  # a whole-image shift leaves nothing
+    "augment.max_zoom": Range(0, 1, high_open=True),  # a zoom factor 1 - max must stay > 0
+    # refiner
+    "refiner.lambda_reg": at_least(0),
+    "refiner.lr": POSITIVE,
+    "refiner.steps": COUNT,
+    "refiner.pretrain_r_steps": at_least(0),
+    "refiner.pretrain_d_steps": at_least(0),
+    "refiner.buffer_size": COUNT,
+    "refiner.batch_size": COUNT,
+    "refiner.width": COUNT,
+    "refiner.log_every": COUNT,
+    # enhance
+    "enhance.sigma_space": POSITIVE,
+    "enhance.sigma_color": POSITIVE,
+    "enhance.gamma": POSITIVE,  # O = I^(1/gamma)
+    # preprocess (None, where allowed, means "keep as is" and is not range-checked)
+    "preprocess.size": at_least(4),  # below 4 px no classifier or GAN layer fits
+    "preprocess.slice": ANY,  # a z index, negative counts from the end; checked against each volume
+    "preprocess.target_spacing": POSITIVE,
+    "preprocess.crop_size": COUNT,
+    "preprocess.crop_fraction": Range(0, 1, low_open=True),
+    "preprocess.mask_margin": at_least(0),
+    "preprocess.zscore_clip": POSITIVE,
+    "preprocess.clip_low": Range(0, 100, high_open=True),
+    "preprocess.clip_high": Range(0, 100, low_open=True),  # and > clip_low (PreprocessConfig)
+}
+"""'section.field' -> its valid values, for every int or float field of every section (a test
+fails when a numeric field has none). Checked for fixed values and for both ends of a searched
+range (every choice) when the space is loaded, before any trial starts."""
+
+
+def is_numeric(tp: Any) -> bool:
+    """int or float, alone or in a union (int | None, str | int); bool is not a number here."""
+    args = typing.get_args(tp) if _is_union(tp) else (tp,)
+    return any(a in (int, float) for a in args)
+
+
+def is_int_field(key: str) -> bool:
+    """Whether the field takes whole numbers (int, int | None), not floats."""
+    section, _, name = key.partition(".")
+    tp = field_types(SECTIONS[section])[name]
+    members = typing.get_args(tp) if _is_union(tp) else (tp,)
+    return int in members and float not in members
+
+
+def outside_range(rng: Range) -> list[float]:
+    """A value just outside each bounded end (the open end itself, or one past a closed end): what
+    tests and the bad-input battery try for every field."""
+    values = []
+    if rng.low is not None:
+        values.append(rng.low if rng.low_open else rng.low - 1)
+    if rng.high is not None:
+        values.append(rng.high if rng.high_open else rng.high + 1)
+    return values
+
+
+def check_range(key: str, value: Any) -> None:
+    """ConfigError "'gan.batch_size' must be >= 1, got 0" when a number is outside its range."""
+    rng = FIELD_RANGES.get(key)
+    if rng is None or value is None or isinstance(value, (bool, str)):
+        return
+    if value not in rng:
+        raise ConfigError(f"'{key}' must be {rng}, got {value!r}")
+
+
+def check_dataset_fit(cfg: TrialConfig, num_classes: int) -> None:
+    """What can only be checked once the dataset is known: a ConfigError naming the key."""
+    if not cfg.data.positive_class < num_classes:
+        raise ConfigError(f"'data.positive_class' must be a class index below the dataset's {num_classes} "
+                          f"classes (0..{num_classes - 1}), got {cfg.data.positive_class}")
 
 
 def registry_choices() -> dict[str, set[str]]:
@@ -146,17 +319,29 @@ def registry_choices() -> dict[str, set[str]]:
         "classifier.name": set(CLASSIFIERS),
         "classifier.optimizer": {"rmsprop", "sgd", "adam"},
         "synth.refiner": {"none", *REFINERS},
+        "synth.classes": {"all", "minority"},
+        "synth.mode": {"pool", "stream"},
+        "gan.loss": {"bce", "hinge"},
     }
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> its resolved type (the annotations are strings under `from __future__ import
+    annotations`; get_type_hints evaluates them, so `int | None` is a real union)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
 
 
 def make_section(section: str, values: dict[str, Any]):
     cls = SECTIONS[section]
-    types = {f.name: f.type for f in fields(cls)}
+    types_ = field_types(cls)
     coerced = {}
     choices = registry_choices()
     for name, value in values.items():
         key = f"{section}.{name}"
-        coerced[name] = coerce(key, types[name], value)
+        coerced[name] = coerce(key, types_[name], value)
+        check_range(key, coerced[name])
         if key in choices and coerced[name] not in choices[key]:
             raise ConfigError(f"'{key}' must be one of {sorted(choices[key])}, got {value!r}")
     try:
@@ -165,24 +350,52 @@ def make_section(section: str, values: dict[str, Any]):
         raise ConfigError(f"'{section}': {exc}") from exc
 
 
-def coerce(key: str, type_name: Any, value: Any) -> Any:
-    """YAML and Optuna give ints for floats and numpy scalars; normalise to the declared type."""
-    type_name = str(type_name)
-    try:
-        if type_name == "float":
-            return float(value)
-        if type_name == "int":
-            if float(value) != int(float(value)):
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _type_name(tp: Any) -> str:
+    if _is_union(tp):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce_one(tp: Any, value: Any) -> Any:
+    """value as `tp` (one of bool, int, float, str), or ValueError saying why not."""
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError("not true/false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        return value
+    if tp in (int, float):
+        # YAML and Optuna give ints for floats and numpy scalars; a bool or a quoted number is a mistake.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError("not a number")
+        if not math.isfinite(float(value)):
+            raise ValueError("not a finite number")
+        if tp is int:
+            if float(value) != int(value):
                 raise ValueError("not a whole number")
-            return int(float(value))
-        if type_name == "bool":
-            if not isinstance(value, bool):
-                raise ValueError("not true/false")
-            return value
-        if type_name == "str":
-            if not isinstance(value, str):
-                raise ValueError("not a string")
-            return value
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'{key}' must be {type_name}, got {value!r} ({exc})") from exc
-    return value
+            return int(value)
+        return float(value)
+    return value  # a type without coercion rules (none today): passed through as given
+
+
+def coerce(key: str, tp: Any, value: Any) -> Any:
+    """Normalise a value to the field's declared type; a union (`int | None`, `str | int`) takes
+    the first member the value fits. ConfigError naming the key otherwise."""
+    members = typing.get_args(tp) if _is_union(tp) else (tp,)
+    if value is None and type(None) in members:
+        return None
+    reasons = []
+    for member in members:
+        if member is type(None):
+            continue
+        try:
+            return _coerce_one(member, value)
+        except (TypeError, ValueError) as exc:
+            reasons.append(str(exc))
+    raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r} ({'; '.join(dict.fromkeys(reasons))})")

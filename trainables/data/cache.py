@@ -1,8 +1,9 @@
 """Preprocessed tensors cached on disk, so trials and repeated searches read a dataset once.
 
-The key hashes what produced the tensors: every input file's path, size and mtime, and the
-preprocessing config. Touching or replacing a file, or changing any preprocessing field, gives a
-new key. An entry is a dict of tensors plus plain metadata written with torch.save to a temporary
+The key hashes what produced the tensors: every input file's path and a SHA-256 of its content,
+and the preprocessing config. Changing any byte of a file (even keeping its size and mtime), or any
+preprocessing field, gives a new key; touching a file without changing it does not. Hashing reads
+every file once per check or search (hundreds of MB/s), far less than decoding and resampling. An entry is a dict of tensors plus plain metadata written with torch.save to a temporary
 file and renamed into place, so a crash or a concurrent trial never sees half an entry.
 """
 
@@ -21,8 +22,9 @@ import torch
 
 CACHE_ENV = "GANTUNE_CACHE_DIR"
 """Environment variable that overrides the cache folder."""
-CACHE_VERSION = 1
-"""Bump when the preprocessing code changes what it produces for the same config."""
+CACHE_VERSION = 2
+"""Bump when the preprocessing code changes what it produces for the same config (2: content-hashed
+keys, enhancement no longer part of preprocessing)."""
 
 
 def cache_dir() -> Path:
@@ -31,13 +33,15 @@ def cache_dir() -> Path:
 
 
 def file_fingerprint(path: str | Path) -> list[Any]:
-    """[absolute path, size, mtime_ns]; a missing file hashes as size -1 (it may appear later)."""
+    """[absolute path, size, sha256 of the content]; a missing file hashes as size -1 (it may
+    appear later). Content, not mtime: an in-place edit that keeps size and mtime is still seen."""
     path = Path(path).absolute()
     try:
-        st = path.stat()
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
     except FileNotFoundError:
-        return [str(path), -1, 0]
-    return [str(path), st.st_size, st.st_mtime_ns]
+        return [str(path), -1, ""]
+    return [str(path), path.stat().st_size, digest]
 
 
 def cache_key(files: Iterable[str | Path], config: Any, extra: dict[str, Any] | None = None) -> str:

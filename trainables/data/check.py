@@ -155,7 +155,7 @@ def scan(layout: Layout, cfg: PreprocessConfig, *, use_cache: bool = True) -> Sc
     records, tensors = _read_all(layout, cfg)
     _reject_odd_shapes(records, tensors)
     stacked = [t for ts in tensors for t in ts]
-    images = finish(torch.stack(stacked), cfg) if stacked else torch.zeros(0, 1, 1, 1)
+    images = finish(torch.stack(stacked)) if stacked else torch.zeros(0, 1, 1, 1)
     slice_file = torch.tensor([i for i, ts in enumerate(tensors) for _ in ts], dtype=torch.long)
     if use_cache:
         meta = {"records": [dataclasses.asdict(r) for r in records]}

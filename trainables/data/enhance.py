@@ -1,13 +1,40 @@
 """The skin paper's enhancement: an edge-preserving bilateral filter and gamma correction
-O = I^(1/G), in torch on the images' device, batched. The one implementation; preprocessing and
-the trial pipeline both import it."""
+O = I^(1/G), in torch on the images' device, batched. The one implementation: `EnhanceConfig` (the
+space file's `enhance` section) and `enhance()`, which every trial and `gantune evaluate` apply to
+its [-1, 1] images on the device (so its values can be searched)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """Applied to every image at the start of each trial, so unlike the `preprocess` section
+    (applied once when the files are read, then cached) its values can be searched."""
+
+    bilateral: bool = False
+    """Skin paper: an edge-preserving bilateral filter on every image before anything else."""
+    sigma_space: float = 1.5
+    """Bilateral filter: spatial sigma in pixels (> 0)."""
+    sigma_color: float = 0.1
+    """Bilateral filter: intensity sigma as a fraction of the value range (> 0)."""
+    gamma: float = 1.0
+    """Skin paper: gamma correction O = I^(1/gamma) on [0, 1] intensities (paper: 1.5); 1 = off (> 0)."""
+
+
+def enhance(images: torch.Tensor, cfg: EnhanceConfig) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1] (the ImageDataset convention) -> the same after the optional
+    bilateral filter, then gamma correction."""
+    if cfg.bilateral:
+        images = bilateral_filter(images, sigma_space=cfg.sigma_space, sigma_color=cfg.sigma_color, value_range=(-1, 1))
+    if cfg.gamma != 1.0:
+        images = gamma_correction(images, cfg.gamma, value_range=(-1, 1))
+    return images
 
 
 def _check_range(value_range: tuple[float, float]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """From a file on disk to a (C, S, S) float tensor: resample to a common spacing, crop a region of
-interest, resize, normalise intensities, then the skin paper's bilateral filter and gamma
-correction (implemented once, in enhance.py). The cardiac papers: resample, crop, normalise,
-80x80x1."""
+interest, resize, normalise intensities. The cardiac papers: resample, crop, normalise, 80x80x1.
+The skin paper's bilateral filter and gamma correction are not here: they are the `enhance`
+section (enhance.py), applied per trial so they can be searched."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import DatasetError
-from .enhance import bilateral_filter, gamma_correction
 from .io import ImageInfo, Slice, SliceRule, read_image, strip_image_suffix, to_slices
 
 CROPS = ("none", "center", "mask")
@@ -27,25 +26,25 @@ class PreprocessConfig:
     size: int | None = None
     """Output height = width in pixels (80 in the cardiac papers, 64 in the skin paper). None keeps
     the size after cropping, which must then be the same for every image; .npz arrays are resized
-    only when this is set."""
+    only when this is set. >= 4, or null."""
     slice: SliceRule = "middle"
     """3D volumes: "middle", "all" (every z slice; slices of one file stay in one fold), or a z
     index. 2D files ignore it."""
     target_spacing: float | None = None
-    """In-plane pixel spacing in mm to resample to (e.g. 1.4); None keeps each file's pixel grid."""
+    """In-plane pixel spacing in mm to resample to (e.g. 1.4); None keeps each file's pixel grid. > 0, or null."""
     crop: str = "center"
     """Region of interest: "none" (whole image, aspect ratio not kept by the resize), "center"
     (a centred square) or "mask" (the square around the bounding box of the non-zero pixels of
     `<name><mask_suffix>.<ext>` next to each image)."""
     crop_size: int | None = None
     """"center": side of the square in pixels after resampling; None = crop_fraction of the
-    shorter side. Clamped to the image."""
+    shorter side. Clamped to the image. >= 1, or null."""
     crop_fraction: float = 1.0
     """"center" without crop_size: side = this fraction (0, 1] of the image's shorter side."""
     mask_suffix: str = "_mask"
     """Files whose name (without extension) ends with this are masks, never training images."""
     mask_margin: int = 0
-    """"mask": pixels added on each side of the mask's bounding box (after resampling)."""
+    """"mask": pixels added on each side of the mask's bounding box (after resampling); >= 0."""
     normalize: str = "minmax"
     """Per-image intensity scaling to [0, 1]: "minmax", "zscore" (clipped at +-zscore_clip
     standard deviations) or "percentile" (clipped to [clip_low, clip_high] percentiles, then
@@ -56,43 +55,21 @@ class PreprocessConfig:
     """"percentile": lower percentile in [0, 100)."""
     clip_high: float = 99.5
     """"percentile": upper percentile in (clip_low, 100]."""
-    bilateral: bool = False
-    """Edge-preserving denoise (skin paper), applied to [0, 1] intensities after resizing."""
-    bilateral_sigma_space: float = 1.5
-    """Bilateral filter: spatial Gaussian sigma in output pixels."""
-    bilateral_sigma_color: float = 0.1
-    """Bilateral filter: intensity Gaussian sigma on the [0, 1] scale."""
-    gamma: float = 1.0
-    """Gamma correction O = I ** (1 / gamma) on [0, 1] intensities (skin paper: 1.5); 1 = off."""
 
     def __post_init__(self) -> None:
+        # Single-field ranges (size >= 4, crop_fraction in (0, 1], ...) are checked with every
+        # other section's in trainables.config.FIELD_RANGES; here only what a range cannot say.
         def bad(name: str, why: str) -> DatasetError:
             return DatasetError(f"'preprocess.{name}' {why}, got {getattr(self, name)!r}")
 
-        if self.size is not None and self.size < 4:
-            raise bad("size", "must be >= 4 or null")
         if not (self.slice in ("middle", "all") or type(self.slice) is int):
             raise bad("slice", "must be 'middle', 'all' or an integer index")
-        if self.target_spacing is not None and not self.target_spacing > 0:
-            raise bad("target_spacing", "must be > 0 or null")
         if self.crop not in CROPS:
             raise bad("crop", f"must be one of {CROPS}")
-        if self.crop_size is not None and self.crop_size < 1:
-            raise bad("crop_size", "must be >= 1 or null")
-        if not 0 < self.crop_fraction <= 1:
-            raise bad("crop_fraction", "must be in (0, 1]")
         if self.normalize not in NORMALISATIONS:
             raise bad("normalize", f"must be one of {NORMALISATIONS}")
-        if not self.zscore_clip > 0:
-            raise bad("zscore_clip", "must be > 0")
-        if not 0 <= self.clip_low < self.clip_high <= 100:
-            raise bad("clip_high", f"must satisfy 0 <= clip_low ({self.clip_low}) < clip_high <= 100")
-        if self.mask_margin < 0:
-            raise bad("mask_margin", "must be >= 0")
-        if not self.gamma > 0:
-            raise bad("gamma", "must be > 0")
-        if not (self.bilateral_sigma_space > 0 and self.bilateral_sigma_color > 0):
-            raise bad("bilateral_sigma_space", "and bilateral_sigma_color must be > 0")
+        if not self.clip_low < self.clip_high:
+            raise bad("clip_high", f"must be > clip_low ({self.clip_low})")
 
 
 # --- Masks -------------------------------------------------------------------------------------
@@ -238,27 +215,15 @@ def read_and_preprocess(path: str | Path, cfg: PreprocessConfig) -> tuple[list[t
     return [preprocess_slice(s, cfg, m, mask_path) for s, m in zip(slices, masks)], info
 
 
-def enhance(images01: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """(N, C, S, S) in [0, 1] -> the same after the optional bilateral filter and gamma."""
-    if cfg.bilateral:
-        images01 = bilateral_filter(images01, sigma_space=cfg.bilateral_sigma_space, sigma_color=cfg.bilateral_sigma_color)
-    if cfg.gamma != 1.0:
-        images01 = gamma_correction(images01, cfg.gamma)
-    return images01
-
-
-def finish(images01: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """(N, C, S, S) in [0, 1] -> enhanced and mapped to [-1, 1], the ImageDataset convention."""
-    return (enhance(images01, cfg) * 2.0 - 1.0).clamp(-1.0, 1.0).contiguous()
+def finish(images01: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) in [0, 1] -> [-1, 1], the ImageDataset convention."""
+    return (images01 * 2.0 - 1.0).clamp(-1.0, 1.0).contiguous()
 
 
 def preprocess_npz_images(images: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """MedMNIST arrays, already (N, C, H, W) in [-1, 1]: resize and enhance only (no per-image
+    """MedMNIST arrays, already (N, C, H, W) in [-1, 1]: resized only (no per-image
     normalisation: the 8-bit range is already common to all images)."""
-    needs_resize = cfg.size is not None and tuple(images.shape[-2:]) != (cfg.size, cfg.size)
-    if not needs_resize and not cfg.bilateral and cfg.gamma == 1.0:
+    if cfg.size is None or tuple(images.shape[-2:]) == (cfg.size, cfg.size):
         return images
-    x01 = (images + 1.0) / 2.0
-    if needs_resize:
-        x01 = F.interpolate(x01, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True)
-    return finish(x01.clamp(0.0, 1.0), cfg)
+    x01 = F.interpolate((images + 1.0) / 2.0, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True)
+    return finish(x01.clamp(0.0, 1.0))

@@ -1,5 +1,5 @@
-"""The tensor cache: keys follow files and config, writes are atomic, a second load is a hit and
-touching a file makes it a miss."""
+"""The tensor cache: keys follow file content and config, writes are atomic, a second load is a
+hit, an in-place edit that keeps size and mtime is a miss, and touching a file is not."""
 
 from __future__ import annotations
 
@@ -9,23 +9,26 @@ import torch
 
 from gantune.trainables.data import cache, check
 from gantune.trainables.data.check import load_dataset
+from gantune.trainables.data.io import read_image, write_image
 from gantune.trainables.data.preprocess import PreprocessConfig
 
 
-def test_key_follows_files_and_config(tmp_path):
+def test_key_follows_file_content_and_config(tmp_path):
     f = tmp_path / "a.bin"
     f.write_bytes(b"1234")
     base = cache.cache_key([f], PreprocessConfig())
     assert cache.cache_key([f], PreprocessConfig()) == base
     assert cache.cache_key([f], PreprocessConfig(size=80)) != base
-    assert cache.cache_key([f], PreprocessConfig(gamma=1.5)) != base
+    assert cache.cache_key([f], PreprocessConfig(normalize="zscore")) != base
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    touched = cache.cache_key([f], PreprocessConfig())
-    assert touched != base
+    assert cache.cache_key([f], PreprocessConfig()) == base  # touched, same bytes: still a hit
+    f.write_bytes(b"1235")  # same size ...
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the old mtime: the probe's stale case
+    assert cache.cache_key([f], PreprocessConfig()) != base
     f.write_bytes(b"12345")
-    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # same mtime, new size
-    assert cache.cache_key([f], PreprocessConfig()) not in (base, touched)
+    assert cache.cache_key([f], PreprocessConfig()) != base
+    assert cache.cache_key([tmp_path / "missing.bin"], PreprocessConfig()) != base
 
 
 def test_save_is_atomic_and_loads_weights_only(private_cache):
@@ -46,7 +49,7 @@ def test_cache_dir_default_and_override(monkeypatch, tmp_path):
     assert cache.cache_dir() == tmp_path
 
 
-def test_second_load_hits_and_touching_a_file_misses(breast_tree, monkeypatch, private_cache):
+def test_second_load_hits_and_an_edit_keeping_size_and_mtime_misses(breast_tree, monkeypatch, private_cache):
     calls = []
     real = check.read_and_preprocess
 
@@ -64,6 +67,20 @@ def test_second_load_hits_and_touching_a_file_misses(breast_tree, monkeypatch, p
     st = some_file.stat()
     os.utime(some_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     load_dataset(breast_tree, PreprocessConfig(), folds=3, seed=0)
-    assert len(calls) == 160  # miss after the touch
+    assert len(calls) == 80  # touched, same content: still a hit
+    # Rewritten uncompressed (a miss), then its pixels changed in place with the same size and the
+    # old mtime restored: review 3e's stale case, which the (path, size, mtime) key served from cache.
+    pixels, info = read_image(some_file)
+    write_image(some_file, pixels, info.spacing, compress=False)
+    before, _ = load_dataset(breast_tree, PreprocessConfig(), folds=3, seed=0)
+    assert len(calls) == 160
+    st = some_file.stat()
+    write_image(some_file, 255 - pixels, info.spacing, compress=False)
+    os.utime(some_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert some_file.stat().st_size == st.st_size
+    after, _ = load_dataset(breast_tree, PreprocessConfig(), folds=3, seed=0)
+    assert len(calls) == 240  # miss: every file read again
+    everything = lambda s: torch.cat([s.pool.images, s.test.images])  # noqa: E731
+    assert not torch.equal(everything(before), everything(after))
     load_dataset(breast_tree, PreprocessConfig(size=32), folds=3, seed=0)
-    assert len(calls) == 240  # and after a config change
+    assert len(calls) == 320  # and after a config change

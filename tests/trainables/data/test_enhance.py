@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gantune.trainables.data.enhance import bilateral_filter, gamma_correction
+from gantune.trainables.data.enhance import EnhanceConfig, bilateral_filter, enhance, gamma_correction
 
 
 def brute_force_bilateral(img: np.ndarray, sigma_space: float, sigma_color: float, r: int, span: float) -> np.ndarray:
@@ -79,3 +79,14 @@ def test_gamma_correction_matches_the_formula_on_both_ranges():
     assert torch.equal(gamma_correction(unit, 1.0), unit)
     with pytest.raises(ValueError, match="gamma"):
         gamma_correction(unit, 0.0)
+
+
+def test_enhance_is_bilateral_then_gamma_on_the_dataset_range():
+    """The one enhance(): [-1, 1] images, the filter first, then O = I^(1/gamma) on [0, 1]."""
+    x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert enhance(x, EnhanceConfig()) is x  # off by default
+    got = enhance(x, EnhanceConfig(gamma=1.5))
+    np.testing.assert_allclose(got.numpy(), ((x.numpy() + 1) / 2) ** (1 / 1.5) * 2 - 1, atol=1e-6)
+    cfg = EnhanceConfig(bilateral=True, sigma_space=1.0, sigma_color=0.2, gamma=2.0)
+    ref = gamma_correction(bilateral_filter(x, sigma_space=1.0, sigma_color=0.2, value_range=(-1, 1)), 2.0, (-1, 1))
+    np.testing.assert_allclose(enhance(x, cfg).numpy(), ref.numpy(), atol=1e-6)
