@@ -13,6 +13,7 @@ from gantune.mlflow_server.server import (
     ServerConfig,
     ServerError,
     build_command,
+    exposure_warning,
     load_credentials,
     redact,
     resolve,
@@ -89,13 +90,19 @@ def server_main(args: argparse.Namespace) -> int:
         print(f"gantune server: error: {e}", file=sys.stderr)
         return 2
     print("gantune server:", " ".join(map(redact, build_command(cfg))), flush=True)
+    if warning := exposure_warning(cfg):
+        print(f"gantune server: warning: {warning}", file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
     url = server_url(cfg)
     # Stopping the container or the RayJob sends SIGTERM; take the same path as Ctrl-C so the
     # mlflow process group never outlives us.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    proc = start_server(cfg)
+    try:
+        proc = start_server(cfg)  # refuses a taken port before mlflow starts
+    except ServerError as e:
+        print(f"gantune server: error: {e}", file=sys.stderr)
+        return 2
     try:
         wait_for_health(url, proc=proc)
         print(f"gantune server: ready; use --tracking-uri {url} (or MLFLOW_TRACKING_URI={url})", flush=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
+import ipaddress
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +33,12 @@ PASSWORD_ENV = "GANTUNE_MLFLOW_ADMIN_PASSWORD"
 # turns a worker crash inside `mlflow server` into an error that names our flag or variable.
 MIN_PASSWORD_LENGTH = 12
 LEGACY_DEFAULT_PASSWORD = "password1234"
+# deploy/stack.env.example ships `change-me-...` placeholders; they are as public as MLflow's old
+# default, so a copied-but-unedited env file must not start a server.
+PLACEHOLDER_MARK = "change-me"
+# Twelve characters of one or two symbols ("aaaaaaaaaaaa") pass MLflow's length rule but are the
+# first thing a guesser tries.
+MIN_DISTINCT_CHARACTERS = 5
 AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
 
@@ -39,7 +47,12 @@ class ServerError(RuntimeError):
 
 
 class TrackingUnreachableError(ServerError):
-    """An http(s) tracking URI with no MLflow server answering behind it."""
+    """An http(s) tracking URI this client cannot use: no MLflow server answering behind it, or
+    (TrackingAuthError) one that refuses our login."""
+
+
+class TrackingAuthError(TrackingUnreachableError):
+    """A tracking server that answers but refuses this client's credentials (HTTP 401 or 403)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,15 @@ def load_credentials(cfg: ServerConfig, environ: Mapping[str, str] = os.environ)
         raise ServerError(f"{PASSWORD_ENV} in {source} is MLflow's old public default password; choose another")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ServerError(f"{PASSWORD_ENV} in {source} must be at least {MIN_PASSWORD_LENGTH} characters")
+    if PLACEHOLDER_MARK in password.lower():
+        raise ServerError(
+            f"{PASSWORD_ENV} in {source} is the placeholder from deploy/stack.env.example; choose a real password"
+        )
+    if len(set(password)) < MIN_DISTINCT_CHARACTERS:
+        raise ServerError(
+            f"{PASSWORD_ENV} in {source} uses fewer than {MIN_DISTINCT_CHARACTERS} different characters; "
+            "choose a less guessable password"
+        )
     return AdminCredentials(username, password)
 
 
@@ -248,12 +270,145 @@ def server_url(cfg: ServerConfig) -> str:
     return f"http://{host}:{cfg.port}"
 
 
-def start_server(cfg: ServerConfig, log: IO | None = None) -> subprocess.Popen:
-    """Start `mlflow server` in its own process group (stop it with `stop_server`).
+def is_loopback(host: str) -> bool:
+    """True for an interface only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public interface
 
-    `cfg` must be resolved; `log` receives the server's stdout and stderr (None: inherit).
+
+def exposure_warning(cfg: ServerConfig) -> str | None:
+    """A warning when the server is reachable from other machines without a login."""
+    if cfg.auth or is_loopback(cfg.host):
+        return None
+    return (
+        f"--host {cfg.host} without --auth: anyone who can reach port {cfg.port} can read, change and delete "
+        "every run, model and artifact. Add --auth (admin from "
+        f"{USER_ENV}/{PASSWORD_ENV}), or bind 127.0.0.1 and reach it through a firewall or SSH tunnel."
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ServerError when another process already listens on host:port.
+
+    Binds a throwaway socket the way uvicorn does (SO_REUSEADDR: a port in TIME_WAIT counts as
+    free), so the answer matches what mlflow's own bind will meet a moment later.
     """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ServerError(f"--host {host}: cannot resolve it ({e.strerror})") from e
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ServerError(
+                f"--port {port}: {host}:{port} is already in use ({e.strerror}); another process (an earlier "
+                "`gantune server`?) holds it. Stop it, or choose another --port"
+            ) from e
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP `port` (any address), from /proc/net; None off Linux."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(t.exists() for t in tables):
+        return None
+    inodes = set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT, st 0A is LISTEN, field 9 the socket inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _session_of(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) is parenthesised and may hold spaces; after it: state ppid pgrp session ...
+    return int(stat.rsplit(")", 1)[1].split()[3])
+
+
+def serves_port(proc: subprocess.Popen, port: int) -> bool | None:
+    """Whether a process of `proc`'s session (see `start_server`) listens on `port`.
+
+    `mlflow server` binds in a grandchild (uvicorn), so the listener is looked for among every
+    process that shares the child's session. None where /proc cannot tell (not Linux).
+    """
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _session_of(entry.name) != proc.pid:
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in (entry / "fd").iterdir()):
+                return True
+        except OSError:
+            continue  # the process exited, or its fds are not ours to read
+    return False
+
+
+def sync_admin_password(cfg: ServerConfig, credentials: AdminCredentials) -> str | None:
+    """Make the configured admin password the one the user store holds; a notice when it changed.
+
+    MLflow seeds the admin only into an empty user store, so a password changed in the
+    environment after the first start would be ignored while the old one kept working. The
+    server's environment is the source of truth for the bootstrap admin: a password changed in
+    MLflow's UI is reset to it on the next start, and the notice says so.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    try:
+        store.init_db(str(cfg.auth_database_uri))
+        if not store.has_user(credentials.username, use_primary=True):
+            return None  # first start: MLflow creates the admin from the same values
+        changed = []
+        if not store.authenticate_user(credentials.username, credentials.password, use_primary=True):
+            changed.append("password")
+        if not store.get_user(credentials.username).is_admin:
+            changed.append("admin rights")
+        if changed:
+            store.update_user(credentials.username, password=credentials.password, is_admin=True)
+    except (MlflowException, OSError) as e:  # sqlalchemy errors surface as MlflowException
+        raise ServerError(f"--auth-database-uri {redact(str(cfg.auth_database_uri))}: {e}") from e
+    finally:
+        if getattr(store, "engine", None) is not None:
+            store.engine.dispose()
+    if not changed:
+        return None
+    return (
+        f"admin user '{credentials.username}' in {redact(str(cfg.auth_database_uri))} had a different "
+        f"{' and '.join(changed)} than {PASSWORD_ENV} gives; applied {PASSWORD_ENV} (the old password no "
+        "longer works)"
+    )
+
+
+def start_server(cfg: ServerConfig, log: IO | None = None) -> subprocess.Popen:
+    """Start `mlflow server` in its own session and process group (stop it with `stop_server`).
+
+    `cfg` must be resolved; `log` receives the server's stdout and stderr (None: inherit). Refuses
+    a port another process already listens on, and applies a changed admin password (printing a
+    warning) before MLflow starts.
+    """
+    check_port_free(cfg.host, cfg.port)
     credentials = load_credentials(cfg) if cfg.auth else None
+    if credentials is not None and (notice := sync_admin_password(cfg, credentials)):
+        print(f"gantune server: warning: {notice}", file=sys.stderr, flush=True)
     env = build_env(cfg, credentials)
     return subprocess.Popen(
         build_command(cfg), env=env, cwd=cfg.workdir, stdout=log, stderr=subprocess.STDOUT if log else None,
@@ -285,25 +440,42 @@ def _get_health(url: str, timeout: float) -> None:
 
 
 def wait_for_health(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll GET {url}/health until it answers 200; fail early if `proc` (the server) exits."""
+    """Poll GET {url}/health until `proc` (the server we started) answers 200 there.
+
+    A 200 counts only when `proc`'s session holds the listening socket: another server on the
+    same port answers /health too, while our own child dies on "address already in use".
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    foreign = f"another process answers {url}/health (its port is already in use), not the server gantune started"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServerError(f"mlflow server exited with code {proc.returncode} before {url}/health answered")
+            why = foreign if isinstance(last_error, ServerError) else f"before {url}/health answered"
+            raise ServerError(f"mlflow server exited with code {proc.returncode}: {why}")
         try:
             _get_health(url, timeout=2.0)
-            return
         except (urllib.error.URLError, OSError) as e:
             last_error = e
+        else:
+            if proc is None or serves_port(proc, urllib.parse.urlsplit(url).port or 80) is not False:
+                return
+            last_error = ServerError(foreign)  # ours may still be starting: it exits once its bind fails
         time.sleep(0.25)
     raise ServerError(f"MLflow server at {url} did not answer /health within {timeout:.0f}s: {last_error}")
 
 
-def check_tracking_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingUnreachableError unless an http(s) tracking URI answers /health.
+# The cheapest call every gantune command's first real request needs the same access for.
+PROBE_ENDPOINT = "/api/2.0/mlflow/experiments/search"
 
-    sqlite:, file: and plain paths are local stores that need no server, so they always pass.
+
+def check_tracking_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingUnreachableError unless an http(s) tracking URI answers, and lets us in.
+
+    First /health (cheap, and open even on an auth server), then one authenticated API call with
+    the credentials MLflow's client will use (MLFLOW_TRACKING_USERNAME/PASSWORD, a token or
+    ~/.mlflow/credentials), so a missing or wrong login fails here, before Ray starts, rather
+    than as a 401 traceback from the first trial. sqlite:, file: and plain paths are local
+    stores that need no server, so they always pass.
     """
     if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
         return
@@ -316,3 +488,44 @@ def check_tracking_reachable(uri: str, timeout: float = 5.0) -> None:
             f"MLflow tracking server at {uri} is not reachable: {reason}; "
             "start one with `gantune server` or use a file/sqlite URI"
         ) from e
+    check_tracking_login(uri, timeout)
+
+
+def check_tracking_login(uri: str, timeout: float = 5.0) -> None:
+    """One authenticated read on `uri`; TrackingAuthError naming the variables to set on 401/403."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    try:
+        # No retries: the server just answered /health, and MLflow's default retry budget
+        # (minutes) would hide a refusal behind a long wait.
+        resp = http_request(
+            creds, PROBE_ENDPOINT, "GET", max_retries=0, timeout=timeout, raise_on_status=False,
+            params={"max_results": 1},
+        )  # fmt: skip
+    except (MlflowException, OSError) as e:
+        raise TrackingUnreachableError(f"MLflow tracking server at {uri} did not answer {PROBE_ENDPOINT}: {e}") from e
+    who = f"user '{creds.username}'" if creds.username else None
+    if resp.status_code == 401:
+        if who is None and not creds.token:
+            raise TrackingAuthError(
+                f"MLflow tracking server at {uri} requires a login (HTTP 401) and no credentials are set: "
+                "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            )
+        raise TrackingAuthError(
+            f"MLflow tracking server at {uri} refused the login of {who or 'MLFLOW_TRACKING_TOKEN'} (HTTP 401): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    if resp.status_code == 403:
+        raise TrackingAuthError(
+            f"MLflow tracking server at {uri} denies {who or 'this client'} access to experiments (HTTP 403): "
+            "ask its admin for READ permission, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "to a user that has it"
+        )
+    if resp.status_code != 200:
+        raise TrackingUnreachableError(
+            f"{uri} answers /health but {PROBE_ENDPOINT} gave HTTP {resp.status_code}; "
+            "is it an MLflow tracking server (and the URI without a path)?"
+        )

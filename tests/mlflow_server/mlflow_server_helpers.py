@@ -19,8 +19,14 @@ from gantune.mlflow_server import wait_for_health
 SEARCH_API = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
-def get_status(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
-    req = urllib.request.Request(url)
+def get_status(
+    url: str, auth: tuple[str, str] | None = None, host: str | None = None, method: str = "GET"
+) -> int:
+    """The HTTP status of one request; methods with a body send an empty JSON object."""
+    body = b"{}" if method in ("POST", "PUT", "PATCH", "DELETE") else None
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     if auth is not None:
         req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     if host is not None:

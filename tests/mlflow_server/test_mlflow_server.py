@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,16 +196,20 @@ def test_sqlite_server_health_and_run_with_artifact(sqlite_server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory, serve, loopback_port):
+def auth_config(tmp_path_factory, loopback_port) -> ServerConfig:
     workdir = tmp_path_factory.mktemp("auth_server")
     creds = workdir / "admin.env"
     creds.write_text(f"{USER_ENV}={ADMIN}\n{PASSWORD_ENV}={PASSWORD}\n")
     port = loopback_port()
-    cfg = ServerConfig(
+    return ServerConfig(
         port=port, workers=1, workdir=workdir, auth=True, auth_credentials_file=creds,
         allowed_hosts=f"127.0.0.1:{port},localhost:{port}",
     )  # fmt: skip
-    with serve(cfg) as url:
+
+
+@pytest.fixture(scope="module")
+def auth_server(auth_config, serve):
+    with serve(auth_config) as url:
         yield url
 
 
@@ -231,3 +240,48 @@ def test_bare_postgresql_uri_uses_an_installed_driver(tmp_path):
     assert cfg.backend_store_uri == f"{driver}://u@db:5432/mlflow"
     explicit = "postgresql+psycopg2://u@db/mlflow"
     assert resolve(ServerConfig(workdir=tmp_path, backend_store_uri=explicit)).backend_store_uri == explicit
+
+
+# Open without a login by MLflow's design (mlflow.server.auth.is_unprotected_route): probes, the
+# UI's static bundle, and server-info (how the server is configured, no secrets). Anything else
+# answering an anonymous caller is a hole.
+OPEN_BY_DESIGN = ("/health", "/static-files/", "/favicon.ico")
+OPEN_SUFFIXES = ("/mlflow/server-info",)
+
+
+def served_routes(cfg: ServerConfig, tmp: Path) -> list[tuple[str, str]]:
+    """Every (path, method) of the app `cfg`'s `mlflow server` command runs, read from the app
+    itself in a child process (see list_routes.py); its auth store is a scratch copy."""
+    cfg = resolve(replace(cfg, workdir=tmp))
+    cmd = build_command(cfg)
+    app_name = cmd[cmd.index("--app-name") + 1] if "--app-name" in cmd else None
+    env = build_env(cfg, load_credentials(cfg) if cfg.auth else None)
+    env["_MLFLOW_SGI_NAME"] = "uvicorn"  # what `mlflow server` sets for its uvicorn workers
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("list_routes.py")), *([app_name] if app_name else [])],
+        env=env, cwd=tmp, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return [tuple(r) for r in json.loads(out.stdout)]
+
+
+def concrete_path(rule: str) -> str:
+    """A request path for a Flask (<conv:name>) or FastAPI ({name:conv}) rule."""
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "1", rule)
+
+
+def test_auth_refuses_anonymous_calls_on_every_route_the_server_exposes(auth_config, auth_server, tmp_path):
+    routes = served_routes(auth_config, tmp_path)
+    paths = {path for path, _ in routes}
+    # The listing really is the auth app's: its user routes are there, and it is not a stub.
+    assert "/api/2.0/mlflow/users/create" in paths and "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>" in paths
+    assert len(routes) > 300, len(routes)
+    answered, open_routes = [], []
+    for rule, method in routes:
+        path = concrete_path(rule)
+        status = get_status(auth_server + path, method=method)
+        if path.startswith(OPEN_BY_DESIGN) or path.endswith(OPEN_SUFFIXES):
+            open_routes.append((method, rule, status))
+        elif status != 401:
+            answered.append((method, rule, status))
+    assert not answered, f"{len(answered)} of {len(routes)} routes did not refuse an anonymous caller: {answered[:20]}"
+    assert ("GET", "/health", 200) in open_routes
