@@ -174,20 +174,33 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch: int = 128) -> t
     return torch.cat([F.softmax(model(images[i : i + batch]), dim=1) for i in range(0, len(images), batch)])
 
 
+SyntheticStream = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""(n, generator) -> n fresh synthetic (images, labels) on the training device."""
+
+
 def fit_classifier(
     cfg: ClassifierConfig,
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
-    val_images: torch.Tensor,
-    val_labels: torch.Tensor,
+    val_images: torch.Tensor | None,
+    val_labels: torch.Tensor | None,
     num_classes: int,
     *,
     seed: int,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     report: Report | None = None,
     runtime: RuntimeConfig | None = None,
+    weights: torch.Tensor | None = None,
+    stream: SyntheticStream | None = None,
+    stream_share: float = 0.0,
+    stream_weight: float = 1.0,
 ) -> nn.Module:
-    """Train for at most cfg.steps steps, keep the weights with the lowest validation loss.
+    """Train for at most cfg.steps steps, keep the weights with the lowest validation loss (no
+    validation images: train every step and keep the last weights).
+
+    `weights`: a loss weight per training image (synthetic images mixed into a pool).
+    `stream`: fresh synthetic images for every batch, `stream_share` of its batch_size images,
+    each weighted `stream_weight`; the batch size and the step budget stay the same.
     `runtime`: CUDA-only speed-ups (bf16 autocast, channels-last, compile); None = plain fp32."""
     device = train_images.device
     torch.manual_seed(seed)
@@ -197,9 +210,11 @@ def fit_classifier(
     optimizer = make_optimizer(model.parameters(), cfg)
     best_loss, best_state, checks_without_gain = float("inf"), None, 0
     n = len(train_images)
-    # Every batch holds min(batch_size, n) images (a partial epoch tail is never drawn), so this is
-    # the only way to a batch of 1, where BatchNorm in train mode fails or normalises to zero.
-    if min(cfg.batch_size, n) < 2:
+    n_stream = int(round(cfg.batch_size * stream_share)) if stream is not None else 0
+    n_real = min(cfg.batch_size - n_stream, n)
+    # Every batch holds n_real real images (a partial epoch tail is never drawn), so this is the
+    # only way to a batch of 1, where BatchNorm in train mode fails or normalises to zero.
+    if n_real + n_stream < 2:
         raise ValueError(
             f"classifier batches need >= 2 images (BatchNorm), got 'classifier.batch_size' "
             f"{cfg.batch_size} with {n} training images"
@@ -209,18 +224,25 @@ def fit_classifier(
     # loop syncs with the host once per validation instead of once per step.
     loss_sum = torch.zeros((), device=device)
     for step in range(1, cfg.steps + 1):
-        # --- Batch (reshuffle when an epoch is used up) ---
-        if cursor + cfg.batch_size > n:
+        # --- Batch (reshuffle when an epoch is used up), plus fresh synthetic images ---
+        if cursor + n_real > n:
             order, cursor = torch.randperm(n, generator=rng, device=device), 0
-        idx = order[cursor : cursor + cfg.batch_size]
-        cursor += cfg.batch_size
+        idx = order[cursor : cursor + n_real]
+        cursor += n_real
         x, y = train_images[idx], train_labels[idx]
+        w = weights[idx] if weights is not None else None
+        if n_stream:
+            xs, ys = stream(n_stream, rng)
+            x, y = torch.cat([x, xs]), torch.cat([y, ys])
+            real_w = w if w is not None else torch.ones(len(idx), device=device)
+            w = torch.cat([real_w, torch.full((len(xs),), stream_weight, device=device)])
         if augment is not None:
             x = augment(x, rng)
         # --- Optimisation step ---
         model.train()
         with autocast(runtime, device):
-            loss = F.cross_entropy(model(x), y)
+            per_image = F.cross_entropy(model(x), y, reduction="none")
+        loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -229,6 +251,8 @@ def fit_classifier(
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if not math.isfinite(float(loss_sum)):
                 raise DivergedError(f"classifier loss became {float(loss_sum)} by step {step}; lower its lr")
+            if val_images is None:
+                continue
             val_loss = float(F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean"))
             if report:
                 report(step, {"clf_train_loss": float(loss.detach()), "clf_val_loss": val_loss})

@@ -12,7 +12,8 @@ import torch
 from .config import TrialConfig
 from .data.datasets import DataSplits
 from .loop import DivergedError
-from .trial import FoldResult, fold_metrics, load_fold_results, mean_metrics, run_trial, save_fold_results
+from .gans.cache import GeneratorCache
+from .trial import FoldResult, fold_metrics, gan_totals, load_fold_results, mean_metrics, run_trial, save_fold_results
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class StudySettings:
     objectives: tuple[tuple[str, str], ...] = ()
     """Multi-objective searches: every (metric, mode); a trial that fails for good reports the
     worst value of each, so the multi-objective searcher can record it."""
+    gan_cache: str | None = None
+    """Folder or URI of the generator cache every trial reads and writes (None: off); by default
+    under the search's storage path, so every node of a cluster sees the same entries."""
 
 
 class TrialOOMError(RuntimeError):
@@ -101,7 +105,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
 
     def on_fold(result: FoldResult) -> None:
         results.append(result)
-        means = mean_metrics(results)
+        means = {**mean_metrics(results), **gan_totals(results)}
         run.log_fold(result, results, means)
         if len(results) == cfg.data.total_folds:
             run.finish()  # before the last report: the scheduler may stop the trial at any report
@@ -111,7 +115,8 @@ def trainable(config: dict, settings: StudySettings) -> None:
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:
-        run_trial(cfg, settings.data, device, on_fold, skip_folds=len(results))
+        cache = GeneratorCache(settings.gan_cache) if settings.gan_cache else None
+        run_trial(cfg, settings.data, device, on_fold, skip_folds=len(results), gan_cache=cache)
     except Exception as exc:
         failure = final_failure(exc)
         if failure is None:

@@ -23,6 +23,8 @@ from .data.datasets import DataSplits, ImageDataset
 from .data.enhance import bilateral_filter, gamma_correction
 from .data.folds import Fold, make_folds
 from .gans import FILTERS, GANS, REFINERS, TrainedGAN, TrainedRefiner
+from .gans.cache import CacheStats, GeneratorCache, cached_fit
+from .loop import Report
 from .generative_metrics import RealReferenceCache, generative_metrics
 from .metrics import METRIC_NAMES, classification_metrics
 
@@ -41,6 +43,8 @@ class Synthetic:
     """Per class: the share of sampled images the discriminator-score filter kept."""
     history: dict[str, float] = field(default_factory=dict)
     """Last reported training diagnostics of every GAN / refiner, keyed "<name>_c<class>"."""
+    cache: CacheStats = field(default_factory=CacheStats)
+    """GANs this training set took from the generator cache (hits) or trained (misses)."""
 
 
 @dataclass
@@ -52,15 +56,19 @@ class FoldResult:
     synthetic: Synthetic
     synthetic_counts: dict[int, int]
     gen_metrics: dict[str, float] = field(default_factory=dict)
+    gan_stats: dict[str, float] = field(default_factory=dict)
+    """gan_cache_hits / gan_cache_misses / gan_train_seconds of this fold (kept through restores)."""
 
     @property
     def gans(self) -> dict[int, TrainedGAN]:
         return self.synthetic.gans
 
 
-def synthetic_counts(train: ImageDataset, ratio: float) -> dict[int, int]:
-    """round(ratio * real count) synthetic images for every class."""
-    return {c: int(round(ratio * n)) for c, n in enumerate(train.class_counts())}
+def synthetic_counts(train: ImageDataset, ratio: float, classes: str = "all") -> dict[int, int]:
+    """round(ratio * real count) synthetic images per class: every class, or ('minority') only
+    the classes smaller than the largest."""
+    real = train.class_counts()
+    return {c: int(round(ratio * n)) if classes == "all" or n < max(real) else 0 for c, n in enumerate(real)}
 
 
 def enhance(images: torch.Tensor, cfg: EnhanceConfig) -> torch.Tensor:
@@ -76,25 +84,53 @@ def last_values(history: dict[str, list[float]], suffix: str) -> dict[str, float
     return {f"{k}_{suffix}": v[-1] for k, v in history.items() if v}
 
 
-def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int], device: torch.device, seed: int) -> Synthetic:
-    """Per class: fit a GAN on the class's training images only, sample (score-filtered), refine."""
+def class_seed(seed: int, label: int) -> int:
+    return seed + 1000 * label
+
+
+def train_gans(cfg: TrialConfig, train: ImageDataset, classes: list[int], device: torch.device, seed: int,
+               cache: GeneratorCache | None, stats: CacheStats) -> dict[int, TrainedGAN]:
+    """The trial's GAN(s) on the training set only, through the generator cache: one per class
+    on that class's images, or one conditional GAN on all of them seen once per class."""
+    fit = GANS[cfg.gan.family]
+    if cfg.gan.conditional:
+        x, y = train.images, train.labels
+        gan = cached_fit(cache, stats, lambda: fit(cfg.gan, x, seed=seed, device=device, labels=y, num_classes=train.num_classes),
+                         device, cfg.gan, x, seed, "all", y)
+        return {c: gan.for_class(c) for c in classes}
+    gans = {}
+    for c in classes:
+        real, s = train.of_class(c), class_seed(seed, c)
+        gans[c] = cached_fit(cache, stats, lambda: fit(cfg.gan, real, seed=s, device=device), device, cfg.gan, real, s, c)
+    return gans
+
+
+def draw(cfg: TrialConfig, gan: TrainedGAN, n: int, seed: int) -> tuple[torch.Tensor, float | None]:
+    """(n images of one class, the share the filter kept (None: no filter)), keeping what the
+    discriminator scores >= synth.filter_threshold."""
+    if cfg.synth.filter_threshold > 0:
+        return FILTERS["d_score"](gan, n, cfg.synth.filter_threshold, seed)
+    return gan.sample(n, seed=seed), None
+
+
+def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int], device: torch.device, seed: int,
+                   cache: GeneratorCache | None = None) -> Synthetic:
+    """Fit the GAN(s) on the training images only (or take them from the cache), sample each
+    class's count (score-filtered), refine."""
     out = Synthetic()
+    classes = [c for c, n in counts.items() if n > 0]
+    out.gans = train_gans(cfg, train, classes, device, seed, cache, out.cache)
     images, unrefined, labels = [], [], []
-    for c, n in counts.items():
-        real = train.of_class(c)
-        class_seed = seed + 1000 * c
-        # --- GAN on this class's fold-training images ---
-        gan = GANS[cfg.gan.family](cfg.gan, real, seed=class_seed, device=device)
-        out.gans[c] = gan
+    for c in classes:
+        gan, n, s = out.gans[c], counts[c], class_seed(seed, c)
         out.history.update(last_values(gan.history, f"c{c}"))
         # --- Sample, keeping what the discriminator scores >= threshold ---
-        if cfg.synth.filter_threshold > 0:
-            fake, out.kept_fraction[c] = FILTERS["d_score"](gan, n, cfg.synth.filter_threshold, class_seed)
-        else:
-            fake = gan.sample(n, seed=class_seed)
+        fake, kept = draw(cfg, gan, n, s)
+        if kept is not None:
+            out.kept_fraction[c] = kept
         # --- Refine (SimGAN) against the same class's real images ---
         if cfg.synth.refiner != "none" and len(fake):
-            refiner = REFINERS[cfg.synth.refiner](cfg.refiner, fake, real, seed=class_seed, device=device)
+            refiner = REFINERS[cfg.synth.refiner](cfg.refiner, fake, train.of_class(c), seed=s, device=device)
             out.refiners[c] = refiner
             out.history.update(last_values(refiner.history, f"c{c}"))
             unrefined.append(fake)
@@ -106,19 +142,52 @@ def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int]
     return out
 
 
+def synthetic_stream(cfg: TrialConfig, synthetic: Synthetic, counts: dict[int, int]):
+    """synth.mode 'stream': n fresh images per call, classes drawn in proportion to `counts`, each
+    class's images filtered and refined as the pool's were; seeds come from the classifier's rng."""
+    classes = [c for c, n in counts.items() if n > 0]
+    share = torch.tensor([counts[c] for c in classes], dtype=torch.float)
+
+    def stream(n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = torch.multinomial(share.to(rng.device), n, replacement=True, generator=rng)
+        images, labels = [], []
+        for i, c in enumerate(classes):
+            k = int((picks == i).sum())
+            if not k:
+                continue
+            seed = int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device))
+            fake = draw(cfg, synthetic.gans[c], k, seed)[0][:k]
+            if c in synthetic.refiners:
+                fake = synthetic.refiners[c].refine(fake)
+            images.append(fake)
+            labels.append(torch.full((len(fake),), c, dtype=torch.long, device=fake.device))
+        return torch.cat(images), torch.cat(labels)
+
+    return stream
+
+
 def fit_pipeline(
-    cfg: TrialConfig, train: ImageDataset, early_stop: ImageDataset, device: torch.device, seed: int
+    cfg: TrialConfig, train: ImageDataset, early_stop: ImageDataset | None, device: torch.device, seed: int,
+    gan_cache: GeneratorCache | None = None, report: Report | None = None,
 ) -> tuple[nn.Module, Synthetic, dict[int, int]]:
     """Everything a trial fits on one training set: GANs (and refiners) on `train` only, then the
-    classifier on real + synthetic images, early-stopped on the real `early_stop` images."""
-    counts = synthetic_counts(train, cfg.synth.ratio)
-    synthetic = make_synthetic(cfg, train, counts, device, seed) if sum(counts.values()) > 0 else Synthetic()
-    x, y = train.images, train.labels
-    if synthetic.images is not None:
+    classifier on real + synthetic images, early-stopped on the real `early_stop` images (None:
+    the full step budget, last weights)."""
+    counts = synthetic_counts(train, cfg.synth.ratio, cfg.synth.classes)
+    total = sum(counts.values())
+    synthetic = make_synthetic(cfg, train, counts, device, seed, gan_cache) if total > 0 else Synthetic()
+    x, y, extra = train.images, train.labels, {}
+    if synthetic.images is not None and cfg.synth.mode == "stream":
+        extra = {"stream": synthetic_stream(cfg, synthetic, counts), "stream_share": total / (total + len(train)),
+                 "stream_weight": cfg.synth.weight}
+    elif synthetic.images is not None:
         x, y = torch.cat([x, synthetic.images]), torch.cat([y, synthetic.labels])
+        if cfg.synth.weight != 1.0:
+            extra = {"weights": torch.cat([torch.ones(len(train), device=x.device),
+                                           torch.full((len(synthetic.images),), cfg.synth.weight, device=x.device)])}
     model = fit_classifier(
-        cfg.classifier, x, y, early_stop.images, early_stop.labels, train.num_classes,
-        seed=seed, augment=make_augment(cfg.augment), runtime=cfg.runtime,
+        cfg.classifier, x, y, early_stop.images if early_stop else None, early_stop.labels if early_stop else None,
+        train.num_classes, seed=seed, augment=make_augment(cfg.augment), runtime=cfg.runtime, report=report, **extra,
     )
     return model, synthetic, counts
 
@@ -134,14 +203,29 @@ def fold_seed(cfg: TrialConfig, fold: Fold) -> int:
     return cfg.seed + 7919 * fold.index
 
 
+class BestStep:
+    """A classifier report callback that keeps the step of the lowest validation loss (the
+    weights early stopping keeps): `evaluate` trains that many steps where it has no val split."""
+
+    def __init__(self) -> None:
+        self.step, self.loss = 0, float("inf")
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        if metrics["clf_val_loss"] < self.loss - 1e-4:
+            self.step, self.loss = step, metrics["clf_val_loss"]
+
+
 def run_fold(
-    cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device, references: RealReferenceCache | None = None
+    cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device, references: RealReferenceCache | None = None,
+    gan_cache: GeneratorCache | None = None,
 ) -> FoldResult:
     train, val = fold.train_view(pool), fold.val_view(pool)  # the only views this fold may use
     seed = fold_seed(cfg, fold)
-    model, synthetic, counts = fit_pipeline(cfg, train, val, device, seed)
+    best = BestStep()
+    model, synthetic, counts = fit_pipeline(cfg, train, val, device, seed, gan_cache, report=best)
     metrics, labels, proba = score(model, val, cfg.data.positive_class)
-    result = FoldResult(fold.index, metrics, labels, proba, synthetic, counts)
+    metrics["clf_best_step"] = float(best.step)
+    result = FoldResult(fold.index, metrics, labels, proba, synthetic, counts, gan_stats=synthetic.cache.as_metrics())
     if references is not None and synthetic.images is not None:
         result.gen_metrics = fold_generative_metrics(cfg, references, fold.index, train, val, synthetic.images, seed)
     return result
@@ -170,16 +254,17 @@ def trial_folds(cfg: TrialConfig, data: DataSplits) -> list[Fold]:
 
 def run_trial(
     cfg: TrialConfig, data: DataSplits, device: torch.device, on_fold: Callable[[FoldResult], None] | None = None,
-    skip_folds: int = 0,
+    skip_folds: int = 0, gan_cache: GeneratorCache | None = None,
 ) -> dict[str, float]:
     """The folds in order, from fold `skip_folds` on (a restored trial has the earlier ones);
-    returns the mean metrics over the folds it ran as val_* keys."""
+    returns the mean metrics over the folds it ran as val_* keys. `gan_cache`: where trained GANs
+    are looked up and stored (None: train every GAN)."""
     pool = data.pool.to(device)
     pool = ImageDataset(enhance(pool.images, cfg.enhance), pool.labels, pool.class_names, pool.source)
     references = RealReferenceCache() if cfg.synth.gen_metrics else None
     results = []
     for fold in trial_folds(cfg, data)[skip_folds:]:
-        result = run_fold(cfg, pool, fold, device, references)
+        result = run_fold(cfg, pool, fold, device, references, gan_cache)
         results.append(result)
         if on_fold:
             on_fold(result)
@@ -198,7 +283,16 @@ def mean_metrics(results: list[FoldResult]) -> dict[str, float]:
     with_gen = [r.gen_metrics for r in results if r.gen_metrics]
     for key in with_gen[0] if with_gen else ():
         means[key] = float(np.nanmean([g[key] for g in with_gen]))
+    steps = [r.metrics["clf_best_step"] for r in results if "clf_best_step" in r.metrics]
+    if steps:
+        means["val_clf_best_step"] = float(np.mean(steps))
     return means
+
+
+def gan_totals(results: list[FoldResult]) -> dict[str, float]:
+    """gan_cache_hits / gan_cache_misses / gan_train_seconds summed over the trial's folds."""
+    keys = CacheStats().as_metrics()
+    return {k: float(sum(r.gan_stats.get(k, 0.0) for r in results)) for k in keys}
 
 
 FOLDS_JSON, FOLDS_NPZ = "folds.json", "folds.npz"
@@ -207,7 +301,7 @@ FOLDS_JSON, FOLDS_NPZ = "folds.json", "folds.npz"
 def save_fold_results(results: list[FoldResult], directory: str) -> None:
     """What a restored trial needs of its finished folds (metrics and out-of-fold predictions;
     not the GANs, whose generator is already logged), as JSON + npz: small, and no pickles."""
-    folds = [{"fold": r.fold, "metrics": r.metrics, "gen_metrics": r.gen_metrics,
+    folds = [{"fold": r.fold, "metrics": r.metrics, "gen_metrics": r.gen_metrics, "gan_stats": r.gan_stats,
               "synthetic_counts": {str(c): n for c, n in r.synthetic_counts.items()}} for r in results]
     Path(directory, FOLDS_JSON).write_text(json.dumps({"folds": folds}))
     arrays = {f"{kind}_{i}": a for i, r in enumerate(results) for kind, a in (("labels", r.val_labels), ("proba", r.val_proba))}
@@ -219,7 +313,7 @@ def load_fold_results(directory: str) -> list[FoldResult]:
     with np.load(Path(directory, FOLDS_NPZ), allow_pickle=False) as arrays:
         return [
             FoldResult(f["fold"], f["metrics"], arrays[f"labels_{i}"], arrays[f"proba_{i}"], Synthetic(),
-                       {int(c): n for c, n in f["synthetic_counts"].items()}, f["gen_metrics"])
+                       {int(c): n for c, n in f["synthetic_counts"].items()}, f["gen_metrics"], f.get("gan_stats", {}))
             for i, f in enumerate(folds)
         ]
 

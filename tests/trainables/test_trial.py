@@ -74,7 +74,8 @@ def test_real_only_trial_trains_no_gan_and_reports_every_metric(small_pool, monk
     data = DataSplits(pool=small_pool, test=small_pool)
     means = trial.run_trial(cfg, data, torch.device("cpu"))
     names = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
-    assert set(means) == {f"val_{m}" for m in names} | {f"val_{m}_min_fold" for m in names}
+    assert set(means) == {f"val_{m}" for m in names} | {f"val_{m}_min_fold" for m in names} | {"val_clf_best_step"}
+    assert 0 < means.pop("val_clf_best_step") <= cfg.classifier.steps
     assert all(0 <= v <= 1 for v in means.values())
     assert all(means[f"val_{m}_min_fold"] <= means[f"val_{m}"] for m in names)
 
