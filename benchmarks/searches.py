@@ -56,7 +56,7 @@ def read_trials(storage: Path) -> tuple[TrialTimeline, ...]:
 def run_space(overrides: dict, workdir: Path, experiment: str, space_file: Path = DEMO_SPACE) -> SearchRun:
     """One search of `space_file` with `overrides` (space keys, e.g. "search.num_samples"), its
     MLflow store and Tune storage under `workdir`, 1 CPU per trial."""
-    from gantune.search.cli import load_data
+    from gantune.search.dataset import load_data
     from gantune.search.space import load_space
     from gantune.search.tuner import RunOptions, run_search
 

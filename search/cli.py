@@ -85,31 +85,6 @@ def resolve_space(args):
     return space.with_overrides(overrides)
 
 
-def resolve_data_path(path: str, space_file: str) -> Path:
-    """A relative data path is looked up from the working directory, then from the space file's
-    folder and its parent (so `spaces/x.yaml` can say `data/...` from anywhere)."""
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return candidate
-    space_dir = Path(space_file).resolve().parent
-    for base in (Path.cwd(), space_dir, space_dir.parent):
-        if (base / candidate).exists():
-            return base / candidate
-    return candidate
-
-
-def load_data(space, skip_bad: bool):
-    """Validate and load the dataset before Ray starts: (DataSplits, skipped files)."""
-    from gantune.trainables.config import TrialConfig
-    from gantune.trainables.data.check import load_dataset
-
-    cfg = TrialConfig.from_flat(space.fixed)
-    path = resolve_data_path(cfg.data.path, space.path)
-    if not path.exists():
-        raise UserError(f"{space.path}: 'data.path' {cfg.data.path!r} does not exist (looked in the working directory and next to the space file)")
-    return load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
-
-
 def search_main(args) -> int:
     from gantune.trainables.data.datasets import DatasetError
 
@@ -127,6 +102,8 @@ def search_main(args) -> int:
     if args.dry_run:
         return 0
     check_tracking(tracking_uri)
+    from .dataset import load_data
+
     try:
         data, skipped = load_data(space, args.skip_bad)
     except DatasetError as exc:
@@ -233,8 +210,7 @@ def default_uri() -> str:
 
 
 def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
-    from .tracking import format_table
-    from .tuner import leaderboard_columns
+    from .leaderboard import format_table, leaderboard_columns
 
     print(f"\nLeaderboard ({len(rows)} trials, {seconds:.0f} s), parent run {parent_run_id}:")
     print(format_table(rows, leaderboard_columns(space)))

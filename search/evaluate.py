@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +32,9 @@ from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.trial import enhance, fit_pipeline, score
 
 from .bars import progress_bar, write_line
+from .leaderboard import format_table as text_table
+from .leaderboard import rank_runs
+from .runs import experiment_and_latest_search, read_json, resolved_space, trial_config, trial_id_of, trial_runs
 
 METHODS = ("best_config", "real_only", "classic_aug")
 BASELINES = METHODS[1:]
@@ -76,41 +78,17 @@ class Source:
     """Where the classic-augmentation strength came from (a trial id, or the default)."""
 
 
-def download_json(client, run_id: str, path: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run_id, path, tmp)
-        except Exception as exc:  # MlflowException or OSError, depending on the artifact store
-            raise EvaluateError(f"runs:/{run_id}/{path}: cannot read ({exc})") from exc
-        return json.loads(Path(local).read_text())
-
-
-def run_config(client, run) -> TrialConfig:
-    """A trial run's configuration, as it ran (flat keys of config/trial_config.json)."""
-    flat = download_json(client, run.info.run_id, "config/trial_config.json")
-    try:
-        return TrialConfig.from_flat(flat)
-    except ValueError as exc:
-        raise EvaluateError(f"runs:/{run.info.run_id}/config/trial_config.json: {exc}") from exc
-
-
 def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, baseline: str | None = None) -> list:
-    """The search's usable trial runs (a finite metric, not failed, not diverged), best first."""
-    from .promote import TRIAL_FILTER, rank
-
-    query = TRIAL_FILTER.format(parent=search.info.run_id)
-    if baseline:
-        query += f" and tags.`gantune.baseline` = '{baseline}'"
-    runs = client.search_runs([experiment_id], query, max_results=10_000)
-    return rank([r for r in runs if r.info.status != "FAILED"], metric, mode)
+    """The search's usable trial runs (leaderboard.usable), best first."""
+    extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
+    return rank_runs(trial_runs(client, experiment_id, search.info.run_id, extra), metric, mode)
 
 
 def find_source(client, experiment_name: str) -> Source:
-    from .promote import experiment_and_latest_search
     from gantune.trainables.tracking import find_trial_run
 
     experiment, search = experiment_and_latest_search(client, experiment_name, EvaluateError)
-    resolved = download_json(client, search.info.run_id, "config/resolved_space.json")
+    resolved = resolved_space(client, search.info.run_id, EvaluateError)
     metric, mode = resolved["search"]["metric"], resolved["search"]["mode"]
     best_id = search.data.tags.get("gantune.best_trial_id")
     trial = find_trial_run(client, experiment.experiment_id, search.info.run_id, best_id) if best_id else None
@@ -122,9 +100,9 @@ def find_source(client, experiment_name: str) -> Source:
     classic = ranked_trials(client, experiment.experiment_id, search, metric, mode, baseline="classic_aug")
     strength, origin = DEFAULT_CLASSIC_STRENGTH, "default (the search had no classic_aug baseline)"
     if classic:
-        strength = run_config(client, classic[0]).augment.strength
-        origin = f"trial {classic[0].data.tags.get('gantune.trial_id', classic[0].info.run_id)}"
-    return Source(experiment.experiment_id, search, trial, run_config(client, trial), resolved, strength, origin)
+        strength = trial_config(client, classic[0], EvaluateError).augment.strength
+        origin = f"trial {trial_id_of(classic[0])}"
+    return Source(experiment.experiment_id, search, trial, trial_config(client, trial, EvaluateError), resolved, strength, origin)
 
 
 def method_configs(best: TrialConfig, classic_strength: float) -> dict[str, TrialConfig]:
@@ -248,8 +226,6 @@ def fmt(mean: float, sd: float) -> str:
 
 
 def format_table(ev: Evaluation, split: str) -> str:
-    from .tracking import format_table as text_table
-
     rows = [{"method": m, **{k: fmt(*ev.summary(m, k)) for k in TABLE_METRICS}} for m in ev.results]
     n = len(ev.seeds)
     lines = [
@@ -294,7 +270,7 @@ def log_evaluation(client, source: Source, ev: Evaluation, split: str, table: st
     """An MLflow run nested under the search's parent run; returns its id."""
     from mlflow.entities import Metric, Param
 
-    trial_id = source.trial.data.tags.get("gantune.trial_id", source.trial.info.run_id)
+    trial_id = trial_id_of(source.trial)
     run = client.create_run(source.experiment_id, tags={
         "gantune.role": "evaluation",
         "mlflow.parentRunId": source.search.info.run_id,
@@ -338,7 +314,7 @@ def load_search_data(source: Source, data_path: str | None) -> DataSplits:
     from gantune.trainables.data.check import load_dataset
     from gantune.trainables.data.datasets import DatasetError
 
-    from .cli import resolve_data_path
+    from .dataset import resolve_data_path
 
     cfg = source.cfg
     path = Path(data_path) if data_path else resolve_data_path(cfg.data.path, source.resolved.get("space_file", "."))
@@ -355,7 +331,7 @@ def load_search_data(source: Source, data_path: str | None) -> DataSplits:
 def check_same_data(client, source: Source, data: DataSplits) -> None:
     """Refuse a dataset whose pool differs from the searched one (a wrong --data)."""
     try:
-        summary = download_json(client, source.search.info.run_id, "data/summary.json")
+        summary = read_json(client, source.search.info.run_id, "data/summary.json", EvaluateError)
     except EvaluateError:
         return  # a search that did not log its data summary: nothing to compare with
     if summary.get("pool_class_counts") not in (None, data.pool.class_counts()):
@@ -375,7 +351,7 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     client = MlflowClient(tracking_uri)
     source = find_source(client, experiment)
     configs = method_configs(source.cfg, source.classic_strength)
-    trial_id = source.trial.data.tags.get("gantune.trial_id", source.trial.info.run_id)
+    trial_id = trial_id_of(source.trial)
     header = (
         f"Experiment '{experiment}', search run {source.search.info.run_id}; best trial {trial_id} "
         f"(run {source.trial.info.run_id}); classic_aug strength {source.classic_strength:g} from {source.classic_source}"

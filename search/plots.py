@@ -1,6 +1,6 @@
-"""Figures a search logs on its parent run when it ends: the Pareto front of a multi-objective
-search, and the synthetic-ratio-vs-metric plot (drawn by search/report.py, the one place that
-plot lives)."""
+"""Figures of a search, drawn from its leaderboard rows and its space (never re-read from MLflow):
+the Pareto front of a multi-objective search and the synthetic-ratio-vs-metric plot. The search
+logs both on its parent run when it ends; `gantune report` draws the ratio plot again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,30 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .leaderboard import row_usable
+
+PLOT_DPI = 110
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (figures are written without a display); imported on
+    first use, so the search driver pays for matplotlib only when it draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_axes(ax, path: Path, size: tuple[float, float]) -> None:
+    plt = pyplot()
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(*size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
 
 
 def pareto_mask(values: np.ndarray, modes: list[str] | tuple[str, ...]) -> np.ndarray:
@@ -44,11 +68,7 @@ def rows_csv(rows: list[dict], columns: list[str]) -> str:
 
 def save_pareto_plot(rows: list[dict], front: list[dict], objectives: list[str], modes: list[str], path: Path) -> None:
     """The first two objectives: every trial, the front highlighted and joined as a staircase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x_key, y_key = objectives[:2]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     finite = [r for r in rows if math.isfinite(r.get(x_key, math.nan)) and math.isfinite(r.get(y_key, math.nan))]
@@ -84,28 +104,52 @@ def log_pareto_front(client, run_id: str, rows: list[dict], objectives: list[str
     return front
 
 
-def log_ratio_plot(client, experiment: str, run_id: str) -> str | None:
-    """report.ratio_plot on the finished search `run_id`; returns why it was not drawn, or None.
-    (report.load_search reads the experiment's latest finished search: this one, unless another
-    search of the same experiment ended in the meantime.)"""
-    import os
+def trial_ratio(row: dict, space) -> float:
+    """The synthetic-to-real ratio a leaderboard row's trial ran with."""
+    from gantune.trainables.config import TrialConfig
 
-    from .report import ReportError, leaderboard, load_search, ratio_plot
+    return TrialConfig.from_flat({**space.fixed, **{k: row[k] for k in space.domains if row.get(k) is not None}}).synth.ratio
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the search's output
-    try:
-        view = load_search(client, experiment)
-    except ReportError as exc:
-        return str(exc)
-    if view.search.info.run_id != run_id:
-        return f"another search of '{experiment}' ended meanwhile; run `gantune report --experiment {experiment}`"
+
+def ratio_plot(rows: list[dict], space, out: Path) -> Path:
+    """Synthetic-to-real ratio against the metric, one point per usable trial; baselines marked,
+    the real-only baseline's value drawn across as the line to beat."""
+    plt = pyplot()
+    metric = space.search.metric
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = [(r, trial_ratio(r, space)) for r in rows if row_usable(r, metric)]
+    gan = [(r, x) for r, x in points if not r["baseline"]]
+    if gan:
+        ax.scatter([x for _, x in gan], [r[metric] for r, _ in gan], s=40, color="tab:blue", label="GAN-augmented trials", zorder=3)
+    for name, marker, color in (("real_only", "*", "tab:red"), ("classic_aug", "D", "tab:green")):
+        base = [(r, x) for r, x in points if r["baseline"] == name]
+        if not base:
+            continue
+        ax.scatter([x for _, x in base], [r[metric] for r, _ in base], s=160 if marker == "*" else 60, marker=marker,
+                   color=color, label=f"{name} baseline", zorder=4)
+        best = max(r[metric] for r, _ in base) if space.search.mode == "max" else min(r[metric] for r, _ in base)
+        ax.axhline(best, color=color, ls="--", lw=1, label=f"{name}: {best:.3f}")
+    for r, x in points:
+        ax.annotate(r["trial_id"], (x, r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
+    ax.set_xlabel("synth.ratio (synthetic images per real image)")
+    ax.set_ylabel(f"{metric} (mean over folds)")
+    ax.set_title(f"Synthetic-to-real ratio vs {metric}")
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(fontsize=8, loc="best")
+    path = out / f"ratio_vs_{metric.removeprefix('val_')}.png"
+    save_axes(ax, path, (7, 4.5))
+    return path
+
+
+def log_ratio_plot(client, run_id: str, rows: list[dict], space) -> None:
+    """ratio_plot of the finished search's own rows, logged under plots/ on its parent run."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = ratio_plot(view, leaderboard(view), Path(tmp))
+        path = ratio_plot(rows, space, Path(tmp))
         client.log_artifact(run_id, str(path), "plots")
-    return None
 
 
-def log_search_plots(client, space, experiment: str, run_id: str, rows: list[dict], columns: list[str]) -> list[str]:
+def log_search_plots(client, space, run_id: str, rows: list[dict], columns: list[str]) -> list[str]:
     """The end-of-search figures on the finished parent run; returns notes on figures not drawn.
     A figure that fails must not cost a finished search its summary, so errors become notes."""
     settings, notes = space.search, []
@@ -115,9 +159,7 @@ def log_search_plots(client, space, experiment: str, run_id: str, rows: list[dic
         except Exception as exc:  # noqa: BLE001 - reported; the search itself succeeded
             notes.append(f"Pareto front not logged: {type(exc).__name__}: {exc}")
     try:
-        note = log_ratio_plot(client, experiment, run_id)
+        log_ratio_plot(client, run_id, rows, space)
     except Exception as exc:  # noqa: BLE001
-        note = f"{type(exc).__name__}: {exc}"
-    if note:
-        notes.append(f"ratio plot not drawn: {note}")
+        notes.append(f"ratio plot not drawn: {type(exc).__name__}: {exc}")
     return notes

@@ -22,7 +22,8 @@ from ray.tune.progress_reporter import _trial_progress_table
 
 from gantune.trainables.config import TrialConfig
 
-from .tracking import trial_outcome, trial_status
+from .callbacks import TrialLines
+from .leaderboard import trial_outcome, usable, value_text
 
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 REPORT_EVERY_S = 10
@@ -65,9 +66,9 @@ def snapshot(trials, metric: str, mode: str, hyperparameters: list[str], total: 
     failed = sum(is_failed(t.status, t.last_result) for t in trials)
     best, sign = None, 1.0 if mode == "max" else -1.0
     for t in trials:
-        value = (t.last_result or {}).get(metric)
-        if value is None or is_failed(t.status, t.last_result) or not math.isfinite(value):
+        if not usable(t.last_result or {}, metric, failed=t.status == "ERROR"):
             continue
+        value = t.last_result[metric]
         if best is None or sign * value > sign * best.last_result[metric]:
             best = t
     # Progress in trial-equivalents, folds included: the rate of the folds already finished
@@ -97,10 +98,6 @@ def duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def value_text(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def status_line(s: Snapshot, metric: str) -> str:
@@ -147,35 +144,6 @@ class SearchReporter(CLIReporter):
                 metric=metric, mode=mode, sort_by_metric=done, max_rows=None if done else self._max_progress_rows,
             )
         print("\n".join(lines), flush=True)
-
-
-class TrialLines(Callback):
-    """--quiet: one line per ended trial, nothing in between."""
-
-    def __init__(self, metric: str, hyperparameters: list[str], total: int, folds: int) -> None:
-        self.metric = metric
-        self.hyperparameters = list(hyperparameters)
-        self.total = total
-        self.folds = folds
-        self.ended = 0
-
-    def _line(self, trial, status: str) -> None:
-        self.ended += 1
-        result = trial.last_result or {}
-        value = result.get(self.metric)
-        if status == "done":
-            outcome = trial_status(False, result, self.folds)
-            status = {"OK": "done", "STOPPED": "stopped early"}.get(outcome, outcome)
-        params = " ".join(f"{k}={value_text(trial.config.get(k))}" for k in self.hyperparameters)
-        shown = "nan" if value is None else f"{value:.4g}"
-        print(f"trial {trial.trial_id} {status} ({self.ended}/{self.total}): {self.metric}={shown} "
-              f"folds={result.get('folds_done', 0)} {params}", flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, "done")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "ERROR")
 
 
 def make_progress(space, quiet: bool) -> tuple[SearchReporter | None, list[Callback]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 
-TRIAL_FILTER = "tags.`gantune.role` = 'trial' and tags.`mlflow.parentRunId` = '{parent}'"
+from .leaderboard import rank_runs
+from .runs import RunsError, experiment_and_latest_search, resolved_space, trial_runs
+
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model version tag value
 
 
@@ -63,41 +64,12 @@ class Choice:
         return self.value > base if self.mode == "max" else self.value < base
 
 
-def latest_search(client, experiment_id: str):
-    """The experiment's most recently started search that ended (a running one may still change)."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string="tags.`gantune.role` = 'search' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
-
-
-def experiment_and_latest_search(client, experiment_name: str, error: type[Exception]):
-    """(experiment, its latest finished search run), or `error` naming what is missing."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise error(f"no MLflow experiment named '{experiment_name}'")
-    search = latest_search(client, experiment.experiment_id)
-    if search is None:
-        raise error(f"experiment '{experiment_name}' has no finished search (tag gantune.role=search)")
-    return experiment, search
-
-
 def search_mode(client, search_run, metric: str) -> str:
     """The search's own direction when ranking by its metric; 'max' for other metrics."""
-    import tempfile
-
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(search_run.info.run_id, "config/resolved_space.json", tmp)
-        except (MlflowException, OSError):  # a search without the file: the default direction
-            return "max"
-        with open(path) as f:
-            settings = json.load(f).get("search", {})
+    try:
+        settings = resolved_space(client, search_run.info.run_id).get("search", {})
+    except RunsError:  # a search without the file: the default direction
+        return "max"
     return settings.get("mode", "max") if settings.get("metric") == metric else "max"
 
 
@@ -105,30 +77,18 @@ def has_generator(client, run_id: str) -> bool:
     return any(a.path == "generator/MLmodel" for a in client.list_artifacts(run_id, "generator"))
 
 
-def usable(run, metric: str) -> bool:
-    value = run.data.metrics.get(metric)
-    return value is not None and math.isfinite(value) and not run.data.metrics.get("diverged")
-
-
-def rank(runs: list, metric: str, mode: str) -> list:
-    sign = -1 if mode == "max" else 1
-    return sorted((r for r in runs if usable(r, metric)), key=lambda r: sign * r.data.metrics[metric])
-
-
 def choose(client, experiment_name: str, metric: str, mode: str | None) -> Choice:
     experiment, search = experiment_and_latest_search(client, experiment_name, PromoteError)
     mode = mode or search_mode(client, search, metric)
-    trials = client.search_runs(
-        [experiment.experiment_id], TRIAL_FILTER.format(parent=search.info.run_id), max_results=10_000
-    )
+    trials = trial_runs(client, experiment.experiment_id, search.info.run_id)
     # Only trials that ran every fold: a trial the scheduler stopped early has a noisier mean.
-    finished = rank([r for r in trials if r.info.status == "FINISHED"], metric, mode)
+    finished = rank_runs([r for r in trials if r.info.status == "FINISHED"], metric, mode)
     best = next((r for r in finished if has_generator(client, r.info.run_id)), None)
     if best is None:
         raise PromoteError(
             f"search {search.info.run_id} of '{experiment_name}' has no finished trial with '{metric}' and a logged generator"
         )
-    baselines = rank(
+    baselines = rank_runs(
         [r for r in trials if r.data.tags.get("gantune.baseline") == "real_only" and r.info.status != "FAILED"], metric, mode
     )
     return Choice(search, best, baselines[0] if baselines else None, metric, mode)

@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import math
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -27,12 +24,10 @@ matplotlib.use("Agg")  # a report is written without a display
 import matplotlib.pyplot as plt
 import optuna
 
-from gantune.trainables.config import TrialConfig
+from .leaderboard import TrialResult, format_table, leaderboard_columns, leaderboard_rows, run_usable, table_cells
+from .plots import ratio_plot, save_axes
+from .runs import SearchView, load_search
 
-from .promote import TRIAL_FILTER, experiment_and_latest_search
-from .space import Space, make_search_settings
-
-PLOT_DPI = 110
 HTML_NAME = "report.html"
 
 
@@ -47,85 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="also keep a copy of the plots and report.html in this folder")
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """A trial run seen the way search.tracking.leaderboard_rows reads a Tune result."""
-
-    metrics: dict[str, Any]
-    config: dict[str, Any]
-    error: bool
-
-
-@dataclass(frozen=True)
-class SearchView:
-    """What a report is made of."""
-
-    experiment: str
-    search: Any
-    """The parent (search) MLflow run."""
-    space: Space
-    """The space as the search resolved it."""
-    trials: dict[str, Any]
-    """trial id -> trial MLflow run, in start order."""
-    params: dict[str, dict[str, Any]]
-    """trial id -> searched values, typed as Optuna sampled them."""
-
-    @property
-    def metric(self) -> str:
-        return self.space.search.metric
-
-
-def space_from_resolved(resolved: dict, source: str) -> Space:
-    """The Space a search logged as config/resolved_space.json."""
-    return Space(
-        path=source, name=resolved["name"], fixed=resolved["fixed"], domains=resolved["searched"],
-        search=make_search_settings(source, resolved["search"]),
-    )
-
-
-def typed_value(text: str, distribution: optuna.distributions.BaseDistribution) -> Any:
-    """MLflow keeps params as strings; give back the value Optuna sampled."""
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        for choice in distribution.choices:
-            if str(choice) == text:
-                return choice
-        raise ValueError(f"{text!r} is not one of {list(distribution.choices)}")
-    if isinstance(distribution, optuna.distributions.IntDistribution):
-        return int(float(text))
-    return float(text)
-
-
-def load_search(client, experiment_name: str) -> SearchView:
-    experiment, search = experiment_and_latest_search(client, experiment_name, ReportError)
-    run_id = search.info.run_id
-    source = f"runs:/{run_id}/config/resolved_space.json"
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "config/resolved_space.json", tmp)
-        except Exception as exc:  # MlflowException or OSError, depending on the artifact store
-            raise ReportError(f"{source}: cannot read the search's resolved space ({exc})") from exc
-        space = space_from_resolved(json.loads(Path(path).read_text()), source)
-    runs = client.search_runs(
-        [experiment.experiment_id], TRIAL_FILTER.format(parent=run_id),
-        order_by=["attributes.start_time ASC"], max_results=10_000,
-    )
-    distributions = space.optuna_space()
-    trials, params = {}, {}
-    for run in runs:
-        trial_id = run.data.tags.get("gantune.trial_id", run.info.run_id)
-        trials[trial_id] = run
-        params[trial_id] = {
-            key: typed_value(run.data.params[key], dist) for key, dist in distributions.items() if key in run.data.params
-        }
-    return SearchView(experiment_name, search, space, trials, params)
-
-
 def leaderboard(view: SearchView) -> list[dict]:
     """Rows best first, with the columns and deltas of the search's own closing leaderboard."""
-    from .tracking import leaderboard_rows
-
     results = [
-        RunResult(
+        TrialResult(
             metrics={**run.data.metrics, "trial_id": trial_id},
             config=view.params[trial_id],
             error=run.info.status == "FAILED",
@@ -136,9 +56,8 @@ def leaderboard(view: SearchView) -> list[dict]:
 
 
 def finite_value(run, metric: str) -> float | None:
-    value = run.data.metrics.get(metric)
-    usable = value is not None and math.isfinite(value) and run.info.status != "FAILED"
-    return value if usable and not run.data.metrics.get("diverged") and not run.data.metrics.get("oom") else None
+    """The trial's metric if the trial counts (leaderboard.usable), else None."""
+    return run.data.metrics[metric] if run_usable(run, metric) else None
 
 
 def optuna_study(view: SearchView) -> optuna.Study:
@@ -157,14 +76,6 @@ def optuna_study(view: SearchView) -> optuna.Study:
 
 
 # --- plots ----------------------------------------------------------------------------------
-
-
-def save_axes(ax, path: Path, size: tuple[float, float]) -> None:
-    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-    fig.set_size_inches(*size)
-    fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
 
 
 OPTUNA_PLOTS = {
@@ -196,40 +107,6 @@ def optuna_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path
     return written, notes
 
 
-def trial_ratio(view: SearchView, trial_id: str) -> float:
-    return TrialConfig.from_flat({**view.space.fixed, **view.params[trial_id]}).synth.ratio
-
-
-def ratio_plot(view: SearchView, rows: list[dict], out: Path) -> Path:
-    """Synthetic-to-real ratio against the metric, one point per trial; baselines marked, the
-    real-only baseline's value drawn across as the line to beat."""
-    metric = view.metric
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = [(r, trial_ratio(view, r["trial_id"])) for r in rows if finite_value(view.trials[r["trial_id"]], metric) is not None]
-    gan = [(r, x) for r, x in points if not r["baseline"]]
-    if gan:
-        ax.scatter([x for _, x in gan], [r[metric] for r, _ in gan], s=40, color="tab:blue", label="GAN-augmented trials", zorder=3)
-    for name, marker, color in (("real_only", "*", "tab:red"), ("classic_aug", "D", "tab:green")):
-        base = [(r, x) for r, x in points if r["baseline"] == name]
-        if not base:
-            continue
-        ax.scatter([x for _, x in base], [r[metric] for r, _ in base], s=160 if marker == "*" else 60, marker=marker,
-                   color=color, label=f"{name} baseline", zorder=4)
-        best = max(r[metric] for r, _ in base) if view.space.search.mode == "max" else min(r[metric] for r, _ in base)
-        ax.axhline(best, color=color, ls="--", lw=1, label=f"{name}: {best:.3f}")
-    for r, x in points:
-        ax.annotate(r["trial_id"], (x, r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
-    ax.set_xlabel("synth.ratio (synthetic images per real image)")
-    ax.set_ylabel(f"{metric} (mean over folds)")
-    ax.set_title(f"Synthetic-to-real ratio vs {metric}")
-    ax.grid(alpha=0.3)
-    if points:
-        ax.legend(fontsize=8, loc="best")
-    path = out / f"ratio_vs_{metric.removeprefix('val_')}.png"
-    save_axes(ax, path, (7, 4.5))
-    return path
-
-
 # --- HTML -----------------------------------------------------------------------------------
 
 
@@ -240,20 +117,9 @@ def embedded_img(path: Path, alt: str, width: int | None = None) -> str:
 
 
 def html_table(rows: list[dict], columns: list[str]) -> str:
-    from .tracking import format_table
-
-    # One cell format for terminal and page: take format_table's text cells back apart.
-    lines = format_table(rows, columns).splitlines()
-    widths = [len(w) for w in lines[1].split("  ")]
-    cells = []
-    for line in [lines[0], *lines[2:]]:
-        out, pos = [], 0
-        for w in widths:
-            out.append(line[pos:pos + w].strip())
-            pos += w + 2
-        cells.append(out)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    # The same cells as the terminal table (leaderboard.table_cells).
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_cells(rows, columns))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -330,15 +196,12 @@ def summary_lines(view: SearchView, rows: list[dict]) -> list[str]:
 
 def build_report(client, experiment: str, top: int, out: Path) -> tuple[SearchView, list[dict], list[str], list[Path]]:
     """Read the search, draw the plots and the HTML into `out`; returns (view, rows, summary lines, files)."""
-    from .tracking import format_table
-    from .tuner import leaderboard_columns
-
-    view = load_search(client, experiment)
+    view = load_search(client, experiment, ReportError)
     rows = leaderboard(view)
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots, notes = optuna_plots(optuna_study(view), view.metric, plots_dir)
-    plots.append(ratio_plot(view, rows, plots_dir))
+    plots.append(ratio_plot(rows, view.space, plots_dir))
     columns = leaderboard_columns(view.space)
     lines = summary_lines(view, rows)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,20 +8,16 @@ path or s3://), so any machine that can resume the Tune experiment finds it.
 
 A driver killed between starting a trial and Tune's next experiment checkpoint leaves an MLflow
 run whose trial the restored experiment never heard of; `SweepTrialRuns` closes and deletes such
-orphans when the search ends, and closes any run its trial left RUNNING."""
+orphans when the search ends, and closes any run its trial left RUNNING (search/callbacks.py)."""
 
 from __future__ import annotations
 
 import json
 import posixpath
-import signal
-import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow.fs
-from mlflow.tracking import MlflowClient
-from ray.tune import Callback
 
 RECORD_SUFFIX = ".gantune.json"
 COMPARED_KEYS = ("fixed", "searched", "search")
@@ -128,86 +124,3 @@ def changed_keys(before: dict, after: dict) -> list[str]:
         a, b = old.get(section, {}), new.get(section, {})
         changed += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return changed
-
-
-# --- closing runs at the end of a (resumed) search ---------------------------------------------
-
-
-def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`gantune.role` = 'trial'",
-        max_results=10_000,
-    )
-
-
-ORPHAN_REASON = (
-    "orphaned: the driver was killed after this trial started but before Tune checkpointed the "
-    "experiment; the resumed search never knew the trial and re-sampled it"
-)
-
-
-def sweep_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str]) -> dict[str, int]:
-    """Close every trial run still RUNNING; delete runs of trials Tune does not know.
-
-    trial_status maps Tune trial id -> Tune status ('TERMINATED', 'ERROR', ...). Returns counts
-    of what was done, for the log."""
-    counts = {"closed": 0, "orphans_deleted": 0}
-    for run in trial_runs(client, experiment_id, parent_run_id):
-        run_id = run.info.run_id
-        status = trial_status.get(run.data.tags.get("gantune.trial_id", ""))
-        if status is None:
-            client.set_tag(run_id, "gantune.failure_reason", ORPHAN_REASON)
-            if run.info.status == "RUNNING":
-                client.set_terminated(run_id, status="KILLED")
-            client.delete_run(run_id)  # soft delete: `mlflow gc` or the UI can still restore it
-            counts["orphans_deleted"] += 1
-        elif run.info.status == "RUNNING":
-            # A finished trial ends its own run before its last report; still RUNNING here means
-            # the scheduler stopped it or it errored before it could close the run.
-            client.set_terminated(run_id, status="FAILED" if status == "ERROR" else "KILLED")
-            counts["closed"] += 1
-    return counts
-
-
-class SweepTrialRuns(Callback):
-    """Runs `sweep_trial_runs` when Tune ends the experiment, with Tune's own list of trials
-    (restored ones included). Lives in the Tuner's pickled run config, so a restored search
-    sweeps too."""
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-
-    def on_experiment_end(self, trials, **info):
-        client = MlflowClient(self.tracking_uri)
-        sweep_trial_runs(client, self.experiment_id, self.parent_run_id, {t.trial_id: t.status for t in trials})
-
-
-INTERRUPTED = threading.Event()
-"""Set when Ctrl-C reached the search's driver (see InterruptWatch)."""
-
-
-class InterruptWatch(Callback):
-    """Tells the driver that Ctrl-C cut the search short.
-
-    On SIGINT, Tune's own handler saves the experiment and `Tuner.fit` returns as if the search
-    had ended, with in-flight trials looking like trials the scheduler stopped. Tune installs that
-    handler before it sets up callbacks, so `setup` can wrap it: the flag is set, then Tune's
-    handler runs as before. A module-level Event, not an attribute: a restored search runs a
-    callback unpickled from the first run's config."""
-
-    def setup(self, **info):
-        INTERRUPTED.clear()
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers live on the main thread only (Tune installs none either)
-        tune_handler = signal.getsignal(signal.SIGINT)
-
-        def on_sigint(signum, frame):
-            INTERRUPTED.set()
-            if callable(tune_handler):
-                tune_handler(signum, frame)
-
-        signal.signal(signal.SIGINT, on_sigint)
-

@@ -1,5 +1,7 @@
-"""The driver side's one MLflow home: experiment, the search's parent run, closing trial runs
-that a scheduler stopped or an error killed, and the leaderboard."""
+"""MLflow writes of a search on the driver: the tracking URI, the experiment, the search's parent
+run (resolved space, dataset summary, leaderboard artifacts, best-trial metrics) and each trial's
+delta against the best baseline. Reads of a finished search are in search/runs.py, the Tune
+callbacks that close trial runs in search/callbacks.py."""
 
 from __future__ import annotations
 
@@ -8,10 +10,7 @@ import os
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from ray.tune import Callback
 
-from gantune.trainables.config import TrialConfig
-from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.tracking import find_trial_run
 
 DEFAULT_TRACKING_DB = "mlflow.db"
@@ -77,86 +76,6 @@ def log_dataset(client: MlflowClient, run_id: str, data, skipped_files) -> None:
         client.log_text(run_id, "\n".join(map(str, test_files)) + "\n", "data/test_split_files.txt")
 
 
-class CloseTrialRuns(Callback):
-    """Ends every trial's MLflow run from the driver: a trial stopped early by ASHA is killed at a
-    report and cannot end its own run; an errored trial may have died before it could."""
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-
-    def _close(self, trial, status: str, reason: str | None = None) -> None:
-        run = find_trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is None or run.info.status != "RUNNING":
-            return
-        if reason:
-            self.client.set_tag(run.info.run_id, "gantune.failure_reason", reason[:5000])
-        if status == "KILLED":
-            self.client.set_tag(run.info.run_id, "gantune.stopped_early", "true")
-        self.client.set_terminated(run.info.run_id, status=status)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        done = trial.last_result.get("folds_done")
-        # Finished trials end their own run; one still RUNNING here was stopped by the scheduler.
-        self._close(trial, "KILLED" if done else "FAILED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
-
-
-def trial_outcome(metrics: dict) -> str:
-    """DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of raising."""
-    return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
-
-
-def fold_spread(metric: str) -> bool:
-    """Whether trials report the metric's worst fold (the classification metrics do)."""
-    return metric in {f"val_{m}" for m in METRIC_NAMES}
-
-
-def trial_status(errored: bool, metrics: dict, total_folds: int) -> str:
-    """ERROR / DIVERGED / OOM; STOPPED for a trial the scheduler ended after fewer folds; else OK."""
-    if errored:
-        return "ERROR"
-    outcome = trial_outcome(metrics)
-    return "STOPPED" if outcome == "OK" and metrics.get("folds_done", 0) < total_folds else outcome
-
-
-def leaderboard_rows(result_grid, space) -> list[dict]:
-    """One row per trial, best first, with its delta against each baseline of the search and
-    against the better of them."""
-    metric, mode = space.search.metric, space.search.mode
-    total_folds = TrialConfig.from_flat(space.fixed).data.total_folds
-    rows = []
-    for result in result_grid:
-        m = result.metrics or {}
-        value = m.get(metric)
-        rows.append({
-            "trial_id": m.get("trial_id", ""),
-            metric: float(value) if value is not None else float("nan"),
-            **({f"{metric}_min_fold": float(m.get(f"{metric}_min_fold", float("nan")))} if fold_spread(metric) else {}),
-            **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
-            "baseline": space.baseline_of(result.config) or "",
-            "folds_done": m.get("folds_done", 0),
-            "status": trial_status(bool(result.error), m, total_folds),
-            **{k: result.config.get(k) for k in sorted(space.domains)},
-        })
-    better = max if mode == "max" else min
-    baselines = {}
-    for name in space.search.baselines:
-        values = [r[metric] for r in rows if r["baseline"] == name and not math.isnan(r[metric])]
-        baselines[name] = better(values) if values else float("nan")
-    known = [v for v in baselines.values() if not math.isnan(v)]
-    best_baseline = better(known) if known else float("nan")
-    for row in rows:
-        for name, value in baselines.items():
-            row[f"delta_{metric}_vs_{name}"] = row[metric] - value
-        row[f"delta_{metric}_vs_best_baseline"] = row[metric] - best_baseline
-    sign = -1 if mode == "max" else 1
-    return sorted(rows, key=lambda r: (math.isnan(r[metric]), sign * (0 if math.isnan(r[metric]) else r[metric])))
-
-
 def log_trial_deltas(client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str) -> None:
     """Each trial run also gets its delta against the better baseline, for sorting in the UI."""
     key = f"delta_{metric}_vs_best_baseline"
@@ -164,20 +83,6 @@ def log_trial_deltas(client: MlflowClient, experiment_id: str, parent_run_id: st
         run = find_trial_run(client, experiment_id, parent_run_id, row["trial_id"])
         if run is not None and not math.isnan(row[key]):
             client.log_metric(run.info.run_id, key, row[key])
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else f"{v:.4g}"
-        return str(v)
-
-    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-    return "\n".join(lines)
 
 
 def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str) -> None:

@@ -1,5 +1,7 @@
-"""The driver: start (or join) Ray, open the parent MLflow run, run the Tuner, write the
-leaderboard. Ray's one home on the driver side."""
+"""The Ray driver: start (or join) Ray, the searcher and scheduler, the Tuner (new or restored),
+and `run_search`, which opens the parent MLflow run, fits, and closes the search with its
+leaderboard and figures. The Tune callbacks are in search/callbacks.py, the live view in
+search/progress.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
-from . import plots, resume, tracking
+from . import callbacks, plots, resume, tracking
+from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
 from .progress import make_progress
 from .resume import SearchRecord
 from .space import Space
@@ -133,23 +136,23 @@ def run_search(
     failed, interrupted = True, False
     try:
         tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
-        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (resume.InterruptWatch)
-        failed, interrupted = False, resume.INTERRUPTED.is_set()
+        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
+        failed, interrupted = False, callbacks.INTERRUPTED.is_set()
         if options.optuna_storage and not interrupted:
             fail_stale_optuna_trials(options.optuna_storage, record.tune_name)
     finally:
         rows = []
         if not (failed or interrupted):  # an interrupted search's leaderboard waits for --resume
-            rows = tracking.leaderboard_rows(results, space)
+            rows = leaderboard_rows(results, space)
             tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
         status = "FAILED" if failed else "KILLED" if interrupted else "FINISHED"
-        table = tracking.format_table(rows, leaderboard_columns(space)) if rows else ""
+        table = format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, status)
         resume.mark(options.storage_path, record, "failed" if failed else "interrupted" if interrupted else "finished")
     if interrupted:
         raise SearchInterrupted(parent_run_id)
     if rows:
-        for note in plots.log_search_plots(client, space, options.experiment, parent_run_id, rows, leaderboard_columns(space)):
+        for note in plots.log_search_plots(client, space, parent_run_id, rows, leaderboard_columns(space)):
             print(f"gantune: {note}")
     return rows, parent_run_id
 
@@ -202,8 +205,8 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
             # No CheckpointConfig(num_to_keep): each fold's checkpoint is a few kB, and with
             # num_to_keep set Tune forces an experiment snapshot at every fold and warns about it.
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
-            callbacks=[tracking.CloseTrialRuns(*callback_args), resume.SweepTrialRuns(*callback_args), resume.InterruptWatch(),
-                       *progress_callbacks],
+            callbacks=[callbacks.CloseTrialRuns(*callback_args), callbacks.SweepTrialRuns(*callback_args),
+                       callbacks.InterruptWatch(), *progress_callbacks],
             verbose=options.verbose,
             progress_reporter=reporter,
         ),
@@ -230,13 +233,3 @@ def fail_stale_optuna_trials(storage: str, study_name: str) -> None:
     study = optuna.load_study(study_name=study_name, storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-
-def leaderboard_columns(space: Space) -> list[str]:
-    metric = space.search.metric
-    deltas = [f"delta_{metric}_vs_{name}" for name in space.search.baselines]
-    if len(deltas) > 1:
-        deltas.append(f"delta_{metric}_vs_best_baseline")
-    spread = [f"{metric}_min_fold"] if tracking.fold_spread(metric) else []
-    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status",
-            *sorted(space.domains)]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from ray.tune.experiment import Trial
 
+from gantune.search.callbacks import TrialLines
 from gantune.search.progress import (
     NEW_OUTPUT_ENV,
     SearchReporter,
-    TrialLines,
     duration,
     make_progress,
     snapshot,

@@ -12,15 +12,9 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from gantune.search.report import (
-    SearchView,
-    leaderboard,
-    optuna_plots,
-    optuna_study,
-    ratio_plot,
-    space_from_resolved,
-    typed_value,
-)
+from gantune.search.plots import ratio_plot
+from gantune.search.report import leaderboard, optuna_plots, optuna_study
+from gantune.search.runs import SearchView, space_from_resolved, typed_value
 from gantune.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +93,7 @@ def test_optuna_study_keeps_order_values_and_failures(view):
 
 def test_plots_are_pngs(view, tmp_path):
     written, notes = optuna_plots(optuna_study(view), "val_auc", tmp_path)
-    written.append(ratio_plot(view, leaderboard(view), tmp_path))
+    written.append(ratio_plot(leaderboard(view), view.space, tmp_path))
     assert notes == []
     assert sorted(p.name for p in written) == [
         "optimization_history.png", "parallel_coordinate.png", "param_importances.png", "ratio_vs_auc.png"

@@ -9,15 +9,14 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from gantune.search.callbacks import ORPHAN_REASON, sweep_trial_runs
 from gantune.search.resume import (
-    ORPHAN_REASON,
     ResumeError,
     SearchRecord,
     mark,
     read_record,
     record_to_resume,
     record_uri,
-    sweep_trial_runs,
     tune_name,
     write_record,
 )

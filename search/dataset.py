@@ -1,0 +1,33 @@
+"""Resolving and loading the dataset a space names, before Ray starts; used by `gantune search`,
+`gantune evaluate` and the benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def resolve_data_path(path: str, space_file: str) -> Path:
+    """A relative data path is looked up from the working directory, then from the space file's
+    folder and its parent (so `spaces/x.yaml` can say `data/...` from anywhere)."""
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    space_dir = Path(space_file).resolve().parent
+    for base in (Path.cwd(), space_dir, space_dir.parent):
+        if (base / candidate).exists():
+            return base / candidate
+    return candidate
+
+
+def load_data(space, skip_bad: bool):
+    """Validate and load the dataset before Ray starts: (DataSplits, skipped files). A missing or
+    unusable dataset raises DatasetError naming the space file or the image."""
+    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.data.check import load_dataset
+    from gantune.trainables.data.datasets import DatasetError
+
+    cfg = TrialConfig.from_flat(space.fixed)
+    path = resolve_data_path(cfg.data.path, space.path)
+    if not path.exists():
+        raise DatasetError(f"{space.path}: 'data.path' {cfg.data.path!r} does not exist (looked in the working directory and next to the space file)")
+    return load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)

@@ -1,0 +1,134 @@
+"""The leaderboard of a search, pure: a trial's outcome and status, the ONE rule of which trials
+count (`usable`) and how they rank, the rows (with deltas against each baseline), their columns
+and their text cells. Tune results (at the end of a search) and MLflow runs (`gantune report`)
+both become rows here; nothing in this module imports Ray or MLflow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gantune.trainables.config import TrialConfig
+from gantune.trainables.metrics import METRIC_NAMES
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial as the leaderboard reads it; a Tune `Result` has the same three attributes, and
+    search/runs.py builds these from trial MLflow runs."""
+
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    error: bool
+
+
+def trial_outcome(metrics: dict) -> str:
+    """DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of raising."""
+    return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
+
+
+def usable(metrics: dict, metric: str, failed: bool = False) -> bool:
+    """The one rule of a trial that counts (ranked, plotted, promoted, the best so far): a finite
+    `metric`, no error, and no reported divergence or out-of-memory."""
+    value = metrics.get(metric)
+    return value is not None and math.isfinite(value) and not failed and trial_outcome(metrics) == "OK"
+
+
+def run_usable(run, metric: str) -> bool:
+    """`usable` for a trial MLflow run (FAILED = the trial errored)."""
+    return usable(run.data.metrics, metric, failed=run.info.status == "FAILED")
+
+
+def rank_runs(runs: list, metric: str, mode: str) -> list:
+    """The usable trial MLflow runs, best first."""
+    sign = -1 if mode == "max" else 1
+    return sorted((r for r in runs if run_usable(r, metric)), key=lambda r: sign * r.data.metrics[metric])
+
+
+def fold_spread(metric: str) -> bool:
+    """Whether trials report the metric's worst fold (the classification metrics do)."""
+    return metric in {f"val_{m}" for m in METRIC_NAMES}
+
+
+def trial_status(errored: bool, metrics: dict, total_folds: int) -> str:
+    """ERROR / DIVERGED / OOM; STOPPED for a trial the scheduler ended after fewer folds; else OK."""
+    if errored:
+        return "ERROR"
+    outcome = trial_outcome(metrics)
+    return "STOPPED" if outcome == "OK" and metrics.get("folds_done", 0) < total_folds else outcome
+
+
+def row_usable(row: dict, metric: str) -> bool:
+    """`usable` for a leaderboard row (its status already says error / divergence / OOM)."""
+    return math.isfinite(row[metric]) and row["status"] in ("OK", "STOPPED")
+
+
+def leaderboard_rows(result_grid, space) -> list[dict]:
+    """One row per trial, best first, with its delta against each baseline of the search and
+    against the better of them."""
+    metric, mode = space.search.metric, space.search.mode
+    total_folds = TrialConfig.from_flat(space.fixed).data.total_folds
+    rows = []
+    for result in result_grid:
+        m = result.metrics or {}
+        value = m.get(metric)
+        rows.append({
+            "trial_id": m.get("trial_id", ""),
+            metric: float(value) if value is not None else float("nan"),
+            **({f"{metric}_min_fold": float(m.get(f"{metric}_min_fold", float("nan")))} if fold_spread(metric) else {}),
+            **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
+            "baseline": space.baseline_of(result.config) or "",
+            "folds_done": m.get("folds_done", 0),
+            "status": trial_status(bool(result.error), m, total_folds),
+            **{k: result.config.get(k) for k in sorted(space.domains)},
+        })
+    better = max if mode == "max" else min
+    baselines = {}
+    for name in space.search.baselines:
+        values = [r[metric] for r in rows if r["baseline"] == name and not math.isnan(r[metric])]
+        baselines[name] = better(values) if values else float("nan")
+    known = [v for v in baselines.values() if not math.isnan(v)]
+    best_baseline = better(known) if known else float("nan")
+    for row in rows:
+        for name, value in baselines.items():
+            row[f"delta_{metric}_vs_{name}"] = row[metric] - value
+        row[f"delta_{metric}_vs_best_baseline"] = row[metric] - best_baseline
+    sign = -1 if mode == "max" else 1
+    return sorted(rows, key=lambda r: (math.isnan(r[metric]), sign * (0 if math.isnan(r[metric]) else r[metric])))
+
+
+def leaderboard_columns(space) -> list[str]:
+    metric = space.search.metric
+    deltas = [f"delta_{metric}_vs_{name}" for name in space.search.baselines]
+    if len(deltas) > 1:
+        deltas.append(f"delta_{metric}_vs_best_baseline")
+    spread = [f"{metric}_min_fold"] if fold_spread(metric) else []
+    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status",
+            *sorted(space.domains)]
+
+
+def cell(value) -> str:
+    """One table cell, the same in the terminal and in report.html."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def value_text(value) -> str:
+    """A hyperparameter value in a one-line trial summary (progress and --quiet lines)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def table_cells(rows: list[dict], columns: list[str]) -> list[list[str]]:
+    """The rows' cells, one list per row, in `columns` order."""
+    return [[cell(r.get(c, "")) for c in columns] for r in rows]
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    body = table_cells(rows, columns)
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
