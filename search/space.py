@@ -10,6 +10,7 @@ Ray starts, with errors that name the file and the key.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, TrialConfig, check_key
+from gantune.trainables.config import SECTIONS, TrialConfig, check_key, unsafe_name
+from gantune.trainables.generative_metrics import GEN_METRIC_NAMES
+from gantune.trainables.metrics import trial_metric_names
 
 DOMAIN_KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 
@@ -191,17 +194,25 @@ def parse_domain(path: str, key: str, value: dict) -> dict[str, Any]:
         if not isinstance(args, list) or not args:
             raise SpaceError(f"{path}: '{key}' choice needs a non-empty list, got {args!r}")
         for option in args:
-            check(path, key, option)
+            try:
+                check(path, key, option)
+            except SpaceError as exc:
+                raise SpaceError(f"{exc} (one of its choices {args})") from None
         return {kind: list(args)}
-    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
-        raise SpaceError(f"{path}: '{key}' {kind} needs [low, high], got {args!r}")
+    numbers = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    if not numbers:  # a bool is an int to Python, never a bound here
+        raise SpaceError(f"{path}: '{key}' {kind} needs [low, high] numbers, got {args!r}")
     low, high = args
     if not low < high:
         raise SpaceError(f"{path}: '{key}' {kind} needs low < high, got [{low}, {high}]")
     if kind.startswith("log") and low <= 0:
         raise SpaceError(f"{path}: '{key}' {kind} needs low > 0, got {low}")
-    check(path, key, low)
-    check(path, key, high)
+    # Both ends against the key's valid range, so no trial is ever proposed outside it.
+    for end, value in (("low", low), ("high", high)):
+        try:
+            check(path, key, value)
+        except SpaceError as exc:
+            raise SpaceError(f"{exc} (the {end} end of its searched range {kind}: [{low}, {high}])") from None
     return {kind: [low, high]}
 
 
@@ -222,7 +233,8 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
     if unknown:
         raise SpaceError(f"{path}: 'search.baselines' has unknown {sorted(unknown)}; use {sorted(BASELINE_VALUES)}")
     for key in ("num_samples", "max_concurrent", "grace_period", "reduction_factor"):
-        if not isinstance(getattr(settings, key), int) or getattr(settings, key) < 1:
+        value = getattr(settings, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpaceError(f"{path}: 'search.{key}' must be a whole number >= 1, got {getattr(settings, key)!r}")
     return settings
 
@@ -289,8 +301,7 @@ def load_space(path: str | Path) -> Space:
                 fixed[key] = value
     search = make_search_settings(path, raw.get("search") or {})
     name = raw.get("name") or Path(path).stem
-    if not isinstance(name, str):
-        raise SpaceError(f"{path}: 'name' must be a string, got {name!r}")
+    check_name(path, "name", name)
     space = Space(path, name, fixed, domains, search)
     check_baselines(space)
     return space
@@ -298,3 +309,30 @@ def load_space(path: str | Path) -> Space:
 
 def check_baselines(space: Space) -> None:
     space.baseline_points()  # raises a SpaceError naming what a listed baseline needs
+    check_metrics(space)
+
+
+def check_metrics(space: Space) -> None:
+    """'search.metric' (and every objective) must be something trials report: a typo such as
+    'val_aucc' would otherwise end the search after the first fold with a Ray TuneError."""
+    gen_on = space.fixed.get("synth.gen_metrics") is True or "synth.gen_metrics" in space.domains
+    valid = trial_metric_names() + (GEN_METRIC_NAMES if gen_on else ())
+    for key, names in (("search.metric", [space.search.metric]), ("search.objectives", space.search.objectives)):
+        for name in names:
+            if name in valid:
+                continue
+            if name in GEN_METRIC_NAMES:
+                raise SpaceError(f"{space.path}: '{key}' {name!r} is only reported with 'synth.gen_metrics: true'; set it or choose another metric")
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpaceError(f"{space.path}: '{key}' must be a metric trials report, got {name!r}{hint} Valid: {', '.join(valid)}")
+
+
+def check_name(where: str, key: str, name: str) -> None:
+    """An experiment name becomes a file name (the resume record) and a folder (artifacts): a
+    SpaceError naming `key` when it could leave those folders."""
+    if not isinstance(name, str):
+        raise SpaceError(f"{where}: '{key}' must be a string, got {name!r}")
+    problem = unsafe_name(name)
+    if problem:
+        raise SpaceError(f"{where}: '{key}' {name!r} {problem}; it names files and folders, so use letters, digits, '-', '_' or '.'")

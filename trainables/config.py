@@ -302,6 +302,21 @@ def check_range(key: str, value: Any) -> None:
         raise ConfigError(f"'{key}' must be {rng}, got {value!r}")
 
 
+def unsafe_name(name: str) -> str | None:
+    """Why a name that becomes part of a file or folder path (a class name, an experiment name)
+    is unsafe there, or None: no path separator, no '..', no control character, not empty."""
+    if not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator ('/' or '\\')"
+    if ".." in name:
+        return "contains '..'"
+    bad = sorted({repr(c) for c in name if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"contains control character(s) {', '.join(bad)}"
+    return None
+
+
 def check_dataset_fit(cfg: TrialConfig, num_classes: int) -> None:
     """What can only be checked once the dataset is known: a ConfigError naming the key."""
     if not cfg.data.positive_class < num_classes:

@@ -11,6 +11,14 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 METRIC_NAMES = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
 
 
+def trial_metric_names() -> tuple[str, ...]:
+    """What every trial reports to Tune after each fold, i.e. what `search.metric` may name: the
+    fold mean `val_<m>` and the worst fold `val_<m>_min_fold` of each classification metric
+    (trial.mean_metrics). The generative metrics (GEN_METRIC_NAMES) come on top with
+    `synth.gen_metrics: true`."""
+    return tuple(f"val_{m}" for m in METRIC_NAMES) + tuple(f"val_{m}_min_fold" for m in METRIC_NAMES)
+
+
 def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 

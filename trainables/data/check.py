@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import cache
-from .datasets import DataSplits, DatasetError, ImageDataset, load_medmnist_npz
+from .datasets import DataSplits, DatasetError, ImageDataset, PixelScale, read_medmnist_npz
 from .folds import make_folds
 from .io import UnreadableImageError
 from .layouts import Issue, Layout, discover, is_npz, split_test
@@ -46,6 +46,8 @@ class FileRecord:
     """Issue kind of the error: "unreadable" or "invalid"."""
     constant: bool = False
     """Some slice has a single intensity (probably blank)."""
+    pixel_type: str = ""
+    """SimpleITK's name of the stored pixel type, e.g. '8-bit unsigned integer'."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class DatasetReport:
     issues: tuple[Issue, ...] = ()
     test_files: tuple[str, ...] = ()
     """The held-out test files (empty for MedMNIST, whose test split is official)."""
+    pixels: str = ""
+    """How the stored pixel values became the [-1, 1] tensors, e.g. 'float32 in [0, 1] -> 2x - 1'."""
 
     @property
     def usable(self) -> bool:
@@ -116,8 +120,14 @@ def _read_all(layout: Layout, cfg: PreprocessConfig) -> tuple[list[FileRecord], 
             records.append(FileRecord(str(sample.path), error=str(exc), kind=kind))
             tensors.append([])
             continue
+        if not all(bool(torch.isfinite(s).all()) for s in slices):  # NaN/inf survive normalisation as NaN
+            why = f"{sample.path}: holds NaN or infinite pixel values ({info.pixel_type}); fix or remove the file"
+            records.append(FileRecord(str(sample.path), error=why, kind="invalid"))
+            tensors.append([])
+            continue
         constant = any(bool(s.max() == s.min()) for s in slices)
-        records.append(FileRecord(str(sample.path), info.size, info.spacing, info.channels, len(slices), constant=constant))
+        records.append(FileRecord(str(sample.path), info.size, info.spacing, info.channels, len(slices), constant=constant,
+                                  pixel_type=info.pixel_type))
         tensors.append(slices)
     return records, tensors
 
@@ -159,7 +169,13 @@ def scan(layout: Layout, cfg: PreprocessConfig, *, use_cache: bool = True) -> Sc
     slice_file = torch.tensor([i for i, ts in enumerate(tensors) for _ in ts], dtype=torch.long)
     if use_cache:
         meta = {"records": [dataclasses.asdict(r) for r in records]}
-        cache.save(key, {"images": images, "slice_file": slice_file, "meta": meta})
+        try:
+            cache.save(key, {"images": images, "slice_file": slice_file, "meta": meta})
+        except OSError as exc:  # a file where the folder should be, no permission, disk full
+            raise DatasetError(
+                f"{cache.cache_dir()}: the preprocessing cache cannot be written ({type(exc).__name__}: {exc}); "
+                f"set {cache.CACHE_ENV} to a writable folder"
+            ) from exc
     return Scan(tuple(records), images, slice_file)
 
 
@@ -260,6 +276,7 @@ def _analyse(path: Path, cfg: PreprocessConfig, folds: int, seed: int, skip_bad:
         folds=folds,
         issues=tuple(issues),
         test_files=tuple(str(layout.samples[i].path) for i in test_files),
+        pixels=_pixels(good, cfg),
         **_summary(good),
     )
     return _Analysis(report, layout, scan_, pool_files, test_files)
@@ -268,7 +285,12 @@ def _analyse(path: Path, cfg: PreprocessConfig, folds: int, seed: int, skip_bad:
 # --- MedMNIST .npz ------------------------------------------------------------------------------
 
 
-def _npz_report(path: Path, splits: DataSplits | None, error: str, folds: int, seed: int) -> DatasetReport:
+def _pixels(records: list[FileRecord], cfg: PreprocessConfig) -> str:
+    kinds = ", ".join(f"{k} ({n})" for k, n in Counter(r.pixel_type for r in records).most_common())
+    return f"{kinds} -> per image {cfg.normalize} to [0, 1], then 2x - 1" if records else ""
+
+
+def _npz_report(path: Path, splits: DataSplits | None, error: str, folds: int, seed: int, pixels: str = "") -> DatasetReport:
     if splits is None:
         return DatasetReport(str(path), "medmnist", folds=folds, issues=(Issue(str(path), error.removeprefix(f"{path}: ")),))
     pool, test = splits.pool, splits.test
@@ -288,16 +310,17 @@ def _npz_report(path: Path, splits: DataSplits | None, error: str, folds: int, s
         output_shape=shape,
         folds=folds,
         issues=tuple(_fold_issues(str(path), pool.class_names, labels, None, folds, seed)),
+        pixels=pixels,
     )
 
 
-def _load_npz(path: Path, cfg: PreprocessConfig) -> DataSplits:
-    splits = load_medmnist_npz(path)
+def _load_npz(path: Path, cfg: PreprocessConfig) -> tuple[DataSplits, PixelScale]:
+    splits, scale = read_medmnist_npz(path)
 
     def prep(d: ImageDataset) -> ImageDataset:
         return ImageDataset(preprocess_npz_images(d.images, cfg), d.labels, d.class_names, d.source)
 
-    return DataSplits(pool=prep(splits.pool), test=prep(splits.test), official_val=splits.official_val)
+    return DataSplits(pool=prep(splits.pool), test=prep(splits.test), official_val=splits.official_val), scale
 
 
 # --- Public entry points ------------------------------------------------------------------------
@@ -318,7 +341,8 @@ def check_dataset(
     path = Path(path)
     if is_npz(path):
         try:
-            return _npz_report(path, _load_npz(path, cfg), "", folds, seed)
+            splits, scale = _load_npz(path, cfg)
+            return _npz_report(path, splits, "", folds, seed, scale.description)
         except DatasetError as exc:
             return _npz_report(path, None, str(exc), folds, seed)
     try:
@@ -354,7 +378,7 @@ def load_dataset(
     cfg = preprocess_cfg or PreprocessConfig()
     path = Path(path)
     if is_npz(path):
-        splits = _load_npz(path, cfg)
+        splits, _ = _load_npz(path, cfg)
         report = _npz_report(path, splits, "", folds, seed)
         if not report.usable:
             raise _refuse(report)
@@ -404,6 +428,7 @@ def format_report(report: DatasetReport) -> str:
         f"  sizes      {_histogram(report.image_sizes)}",
         f"  spacings   {_histogram(report.spacings, ' mm')}",
         f"  channels   {_histogram(report.channels)}",
+        f"  pixels     {report.pixels or '-'}",
         f"  tensors    {'x'.join(map(str, report.output_shape)) or '-'} per image, {report.folds} folds",
     ]
     issues = sorted(report.issues, key=lambda i: i.severity != "error")
