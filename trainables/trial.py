@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from .classifiers import fit_classifier, predict_proba
-from .config import EnhanceConfig, TrialConfig
+from .config import TrialConfig
 from .data.augment import make_augment
 from .data.datasets import DataSplits, ImageDataset
-from .data.enhance import bilateral_filter, gamma_correction
+from .data.enhance import enhance  # the one enhancement (evaluate imports it from here too)
 from .data.folds import Fold, make_folds
 from .gans import FILTERS, GANS, REFINERS, TrainedGAN, TrainedRefiner
 from .gans.cache import CacheStats, GeneratorCache, cached_fit
@@ -69,15 +69,6 @@ def synthetic_counts(train: ImageDataset, ratio: float, classes: str = "all") ->
     the classes smaller than the largest."""
     real = train.class_counts()
     return {c: int(round(ratio * n)) if classes == "all" or n < max(real) else 0 for c, n in enumerate(real)}
-
-
-def enhance(images: torch.Tensor, cfg: EnhanceConfig) -> torch.Tensor:
-    """The skin paper's bilateral filter and gamma correction, on [-1, 1] images on the device."""
-    if cfg.bilateral:
-        images = bilateral_filter(images, sigma_space=cfg.sigma_space, sigma_color=cfg.sigma_color, value_range=(-1, 1))
-    if cfg.gamma != 1.0:
-        images = gamma_correction(images, cfg.gamma, value_range=(-1, 1))
-    return images
 
 
 def last_values(history: dict[str, list[float]], suffix: str) -> dict[str, float]:

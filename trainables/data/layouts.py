@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from ..config import unsafe_name
 from .datasets import MEDMNIST_CLASS_NAMES, DatasetError
 from .io import SIDECAR_SUFFIXES, is_image_file, strip_image_suffix, write_image
 
@@ -27,6 +28,7 @@ MANIFEST_NAME = "manifest.csv"
 """A folder holding this file is read as a manifest layout, not as class folders."""
 MANIFEST_COLUMNS = ("path", "label")
 PATIENT_COLUMN = "patient_id"
+NAME_USE = "class names become folder and file names (samples, generated images): rename the class"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def folder_layout(root: Path, mask_suffix: str = "_mask") -> Layout:
         for p in files:
             if not is_image_file(p) and not p.name.lower().endswith(SIDECAR_SUFFIXES):
                 issues.append(Issue(str(p), "not an image file (unknown extension); ignored", "warning", "suspicious"))
+        if problem := unsafe_name(class_dir.name):
+            issues.append(Issue(str(class_dir), f"class folder name {class_dir.name!r} {problem}; {NAME_USE}"))
         if not images:
             issues.append(Issue(str(class_dir), "class folder holds no images; add images or remove the folder"))
         samples += [Sample(p.resolve(), label) for p in images]
@@ -152,10 +156,17 @@ def manifest_layout(csv_path: Path) -> Layout:
     root = Path(os.path.normpath(csv_path.parent))
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-            columns = tuple(c.strip() for c in (rows[0].keys() if rows else ()))
+            reader = csv.DictReader(f)
+            header = reader.fieldnames
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path}: cannot read the manifest ({exc})") from exc
+    if header is not None and not any(c.strip() for c in header):
+        # DictReader takes an empty first line as a header without columns (every row then
+        # lands under the key None).
+        raise DatasetError(f"{csv_path}:1: the first line is empty; the header 'path,label[,{PATIENT_COLUMN}]' "
+                           "must be the first line: delete the blank line(s) above it")
+    columns = tuple(c.strip() for c in header or ())
     missing = [c for c in MANIFEST_COLUMNS if c not in columns]
     if not rows or missing:
         raise DatasetError(
@@ -173,6 +184,9 @@ def manifest_layout(csv_path: Path) -> Layout:
         label, rel = row["label"], row["path"]
         if not label or not rel:
             issues.append(Issue(where, "empty 'path' or 'label'; fill both or delete the row"))
+            continue
+        if problem := unsafe_name(label):
+            issues.append(Issue(where, f"label {label!r} {problem}; {NAME_USE}"))
             continue
         rows_per_label[label] = rows_per_label.get(label, 0) + 1
         patient = row.get(PATIENT_COLUMN) or None
