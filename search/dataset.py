@@ -22,7 +22,7 @@ def resolve_data_path(path: str, space_file: str) -> Path:
 def load_data(space, skip_bad: bool):
     """Validate and load the dataset before Ray starts: (DataSplits, skipped files). A missing or
     unusable dataset raises DatasetError naming the space file or the image."""
-    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.config import ConfigError, TrialConfig, check_dataset_fit
     from gantune.trainables.data.check import load_dataset
     from gantune.trainables.data.datasets import DatasetError
 
@@ -30,4 +30,9 @@ def load_data(space, skip_bad: bool):
     path = resolve_data_path(cfg.data.path, space.path)
     if not path.exists():
         raise DatasetError(f"{space.path}: 'data.path' {cfg.data.path!r} does not exist (looked in the working directory and next to the space file)")
-    return load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
+    splits, skipped = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
+    try:
+        check_dataset_fit(cfg, splits.pool.num_classes)  # e.g. data.positive_class, only now known to fit
+    except ConfigError as exc:
+        raise DatasetError(f"{space.path}: {exc} ({path})") from exc
+    return splits, skipped
