@@ -255,7 +255,7 @@ def trivial_theta(p: TrivialParams, size: int) -> torch.Tensor:
 def apply_trivial(images: torch.Tensor, p: TrivialParams) -> torch.Tensor:
     """Apply each image's op (N, C, H, W) -> same shape, dtype and device. Images whose op is not
     geometric are never resampled, so identity is exact."""
-    n, c, h, w = images.shape
+    _, c, h, w = images.shape
     op = p.op
     m = p.magnitude.to(images.dtype)[:, None, None, None]  # (N, 1, 1, 1)
 
