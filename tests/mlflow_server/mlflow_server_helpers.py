@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -90,3 +92,29 @@ def running_server(cfg: ServerConfig) -> Iterator[str]:
         finally:
             stop_server(proc)
 
+
+
+@contextlib.contextmanager
+def stand_in_server(port: int, api_status: int = 200) -> Iterator[str]:
+    """Something that is not our mlflow on 127.0.0.1:port: /health answers 200, every other GET
+    `api_status`. Yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = 200 if self.path.startswith("/health") else api_status
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):  # keep pytest's output clean
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from gantune.mlflow_server import (
     ServerConfig,
     ServerError,
+    TrackingAuthError,
     TrackingUnreachableError,
     add_server_arguments,
     build_command,
@@ -25,10 +27,15 @@ from gantune.mlflow_server import (
     load_credentials,
     resolve,
     server_main,
+    start_server,
+    stop_server,
+    wait_for_health,
 )
-from gantune.mlflow_server.server import PASSWORD_ENV, USER_ENV
+from gantune.mlflow_server.server import PASSWORD_ENV, USER_ENV, sync_admin_password
 
-from mlflow_server_helpers import SEARCH_API, assert_artifact_round_trip, get_status
+from mlflow_server_helpers import SEARCH_API, assert_artifact_round_trip, get_status, stand_in_server
+
+REPO = Path(__file__).resolve().parents[2]
 
 ADMIN, PASSWORD = "gantune-admin", "correct-horse-battery-9"
 
@@ -104,6 +111,23 @@ def test_bad_or_missing_credentials_are_refused(tmp_path, environ, match):
         load_credentials(cfg, environ=environ)
 
 
+def deploy_example_password() -> str:
+    for line in (REPO / "deploy" / "stack.env.example").read_text().splitlines():
+        if line.startswith(f"{PASSWORD_ENV}="):
+            return line.partition("=")[2]
+    raise AssertionError(f"deploy/stack.env.example sets no {PASSWORD_ENV}")
+
+
+@pytest.mark.parametrize(
+    "password, match",
+    [(deploy_example_password(), "placeholder from deploy/stack.env.example"), ("aaaaaaaaaaaa", "different characters")],
+)
+def test_example_and_repetitive_passwords_are_refused(tmp_path, password, match):
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
+    with pytest.raises(ServerError, match=match):
+        load_credentials(cfg, environ={USER_ENV: ADMIN, PASSWORD_ENV: password})
+
+
 def test_credentials_file_errors_name_the_file(tmp_path):
     file = tmp_path / "admin.env"
     file.write_text(f"{USER_ENV}\n")
@@ -152,6 +176,51 @@ def test_dry_run_prints_command_without_secrets_and_starts_nothing(tmp_path, mon
     out = capsys.readouterr().out
     assert "--port 5077" in out and "mlflow:***@db:5432/mlflow" in out
     assert "s3cret-pw" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, env, warns",
+    [
+        (("--host", "0.0.0.0"), {}, True),
+        (("--host", "192.168.1.20"), {}, True),
+        ((), {}, False),
+        (("--host", "0.0.0.0", "--auth"), {USER_ENV: ADMIN, PASSWORD_ENV: PASSWORD}, False),
+    ],
+)
+def test_network_bind_without_auth_warns(tmp_path, monkeypatch, capsys, argv, env, warns):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert server_main(make_args(*argv, "--dry-run", "--workdir", str(tmp_path))) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --host" in err and "without --auth" in err) == warns, err
+
+
+# --- A port something else already serves ---
+
+
+def test_server_refuses_a_port_that_already_answers_health(tmp_path, loopback_port, capsys):
+    port = loopback_port()
+    with stand_in_server(port):
+        code = server_main(make_args("--port", str(port), "--workers", "1", "--workdir", str(tmp_path)))
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"127.0.0.1:{port} is already in use" in captured.err and "--port" in captured.err
+    assert "ready" not in captured.out
+
+
+@pytest.mark.parametrize("exits", [False, True])
+def test_health_from_another_process_is_not_our_server(loopback_port, exits):
+    """The race the port check cannot close: the port is taken after it. A 200 on /health counts
+    only from a listener in our child's session; else we wait for the child, which then dies."""
+    port = loopback_port()
+    code = "import time; time.sleep(1); raise SystemExit(3)" if exits else "import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        with stand_in_server(port) as url, pytest.raises(ServerError, match="another process answers") as err:
+            wait_for_health(url, timeout=4.0, proc=child)
+        assert ("exited with code 3" in str(err.value)) == exits
+    finally:
+        stop_server(child)
 
 
 # --- check_tracking_reachable ---
@@ -220,6 +289,78 @@ def test_auth_refuses_anonymous_and_accepts_configured_user(auth_server):
     assert get_status(url + SEARCH_API, auth=(ADMIN, "wrong-password-123")) == 401
     assert get_status(url + SEARCH_API, auth=("admin", "password1234")) == 401
     assert get_status(url + SEARCH_API, auth=(ADMIN, PASSWORD)) == 200
+
+
+def clear_client_credentials(monkeypatch, tmp_path):
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials either
+
+
+def test_tracking_check_logs_in_and_names_the_variables(auth_server, monkeypatch, tmp_path):
+    clear_client_credentials(monkeypatch, tmp_path)
+    with pytest.raises(TrackingAuthError, match="no credentials are set: export MLFLOW_TRACKING_USERNAME and "):
+        check_tracking_reachable(auth_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password-123")
+    with pytest.raises(TrackingAuthError, match=f"refused the login of user '{ADMIN}' \\(HTTP 401\\)"):
+        check_tracking_reachable(auth_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    check_tracking_reachable(auth_server)
+
+
+@pytest.mark.parametrize("status, match", [(403, "denies this client access.*READ permission"), (404, "HTTP 404")])
+def test_tracking_check_reports_forbidden_and_foreign_servers(loopback_port, monkeypatch, tmp_path, status, match):
+    clear_client_credentials(monkeypatch, tmp_path)
+    with stand_in_server(loopback_port(), api_status=status) as url, pytest.raises(TrackingUnreachableError, match=match):
+        check_tracking_reachable(url, timeout=5.0)
+
+
+@pytest.mark.parametrize("command", [["report", "--experiment", "x"], ["search", "spaces/demo.yaml", "--smoke-test"]])
+def test_commands_without_a_login_fail_before_starting_anything(auth_server, tmp_path, command):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env.update(HOME=str(tmp_path), RAY_TMPDIR=str(tmp_path))
+    gantune = Path(sys.executable).with_name("gantune")
+    out = subprocess.run(
+        [str(gantune), *command, "--tracking-uri", auth_server], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in out.stderr
+    assert "Traceback" not in out.stderr and "Ray" not in out.stderr + out.stdout
+
+
+def test_a_changed_admin_password_is_applied_and_reported(tmp_path, loopback_port, capsys):
+    """MLflow seeds the admin only into an empty user store; a new password in the env used to be
+    ignored while the old one kept working."""
+    old, new = "first-Passw0rd-abc", "second-Passw0rd-xyz"
+
+    def start_with(password: str):
+        creds = tmp_path / "admin.env"
+        creds.write_text(f"{USER_ENV}={ADMIN}\n{PASSWORD_ENV}={password}\n")
+        cfg = resolve(ServerConfig(port=loopback_port(), workers=1, workdir=tmp_path, auth=True, auth_credentials_file=creds))
+        log = (tmp_path / "server.log").open("a")
+        proc = start_server(cfg, log=log)
+        wait_for_health(f"http://127.0.0.1:{cfg.port}", timeout=90.0, proc=proc)
+        return proc, f"http://127.0.0.1:{cfg.port}"
+
+    proc, url = start_with(old)
+    try:
+        assert get_status(url + SEARCH_API, auth=(ADMIN, old)) == 200
+    finally:
+        stop_server(proc)
+    assert "warning" not in capsys.readouterr().err  # the first start creates, nothing to apply
+
+    proc, url = start_with(new)
+    try:
+        assert get_status(url + SEARCH_API, auth=(ADMIN, new)) == 200
+        assert get_status(url + SEARCH_API, auth=(ADMIN, old)) == 401
+    finally:
+        stop_server(proc)
+    err = capsys.readouterr().err
+    assert f"admin user '{ADMIN}'" in err and f"applied {PASSWORD_ENV}" in err
+    cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
+    assert sync_admin_password(cfg, load_credentials(cfg, {USER_ENV: ADMIN, PASSWORD_ENV: new})) is None
 
 
 def test_auth_server_logs_runs_for_the_configured_user(auth_server, tmp_path, monkeypatch):
