@@ -3,7 +3,7 @@ with the classifier lives in trainables/loop.py (re-exported here for the GAN lo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -42,6 +42,37 @@ class GANConfig:
     """E-GAN / DAE-GAN: discriminator updates per evolution iteration (n_D of Wang et al.)."""
     log_every: int = 50
     """Report the running losses every this many steps."""
+    conditional: bool = False
+    """One class-conditional GAN on all classes of the fold's training images (class embedding in
+    G, projection D) instead of one GAN per class; DCGAN and E-GAN."""
+    diffaugment: str = ""
+    """DiffAugment ops applied to every image D sees, real and fake, in the D and the G step
+    (comma-separated, from 'translation,cutout,brightness,contrast'); '' = off."""
+    ada_target: float = 0.0
+    """ADA-style adaptive DiffAugment probability: p moves toward keeping E[sign D(real)] at this
+    target (StyleGAN2-ADA: 0.6), in (0, 1); 0 = fixed p = 1 (plain DiffAugment)."""
+    spectral_norm: bool = False
+    """Spectral normalisation on every discriminator layer (and no BatchNorm in D); DCGAN / E-GAN."""
+    loss: str = "bce"
+    """DCGAN: 'bce' (the paper's non-saturating loss) or 'hinge'."""
+    ema: float = 0.0
+    """Decay of an EMA of the generator's weights used for sampling and the registry (typical
+    0.999); 0 = sample the last generator."""
+    lecam: float = 0.0
+    """Weight of LeCam regularisation in the D loss (Tseng et al.: 0.3, EMA decay 0.99); 0 = off."""
+
+    def __post_init__(self) -> None:
+        # E-GAN and DAE-GAN take DiffAugment, spectral norm and the EMA generator; the options
+        # below change the D loss or the networks' inputs, which only the DCGAN loop implements.
+        dcgan_only = {"conditional": self.conditional, "ada_target": self.ada_target > 0,
+                      "loss": self.loss != "bce", "lecam": self.lecam > 0}
+        used = [k for k, on in dcgan_only.items() if on]
+        if used and self.family != "dcgan":
+            raise ValueError(f"'gan.{used[0]}' is implemented for gan.family 'dcgan' only, got family {self.family!r}")
+        if self.ada_target > 0 and not self.diffaugment:
+            raise ValueError("'gan.ada_target' adapts the DiffAugment probability: set 'gan.diffaugment' too")
+        if self.family == "daegan" and self.spectral_norm:
+            raise ValueError("'gan.spectral_norm' is implemented for the DCGAN networks (dcgan, egan), not daegan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +99,21 @@ class TrainedGAN:
     latent: LatentSampler
     image_shape: tuple[int, int, int]
     history: dict[str, list[float]] = field(default_factory=dict)
+    num_classes: int = 0
+    """A class-conditional GAN's number of classes; 0 = an unconditional (per-class) GAN."""
+    label: int | None = None
+    """The class a conditional GAN samples and scores (`for_class`); None for unconditional GANs."""
+
+    def for_class(self, label: int) -> TrainedGAN:
+        """This conditional GAN seen as the GAN of one class (the same modules, no copy), so
+        filters, refiners, sample grids and checkpoints treat both kinds alike."""
+        return replace(self, label=label)
+
+    def _labels(self, n: int, device: torch.device) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        assert self.label is not None, "a conditional GAN samples through for_class(label)"
+        return torch.full((n,), self.label, dtype=torch.long, device=device)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, batch: int = 256) -> torch.Tensor:
@@ -75,16 +121,21 @@ class TrainedGAN:
         device = next(self.generator.parameters()).device
         rng = torch.Generator(device).manual_seed(seed)
         self.generator.eval()
-        chunks = [
-            self.generator(self.latent(min(batch, n - i), rng, device)) for i in range(0, n, batch)
-        ]
+        chunks = []
+        for i in range(0, n, batch):
+            m = min(batch, n - i)
+            z, labels = self.latent(m, rng, device), self._labels(m, device)
+            chunks.append(self.generator(z) if labels is None else self.generator(z, labels))
         return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape, device=device)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        """The discriminator's probability that each image is real, (n,)."""
+        """sigmoid of the discriminator's logit per image, (n,): its probability that the image is
+        real under the BCE loss; a monotone realism score under the hinge loss."""
         self.discriminator.eval()
-        return torch.sigmoid(self.discriminator(images).reshape(len(images), -1).mean(dim=1))
+        labels = self._labels(len(images), images.device)
+        logits = self.discriminator(images) if labels is None else self.discriminator(images, labels)
+        return torch.sigmoid(logits.reshape(len(images), -1).mean(dim=1))
 
     def state(self) -> dict:
         """A checkpoint: state_dicts, shapes and config; never a pickled module."""
@@ -95,4 +146,6 @@ class TrainedGAN:
             "discriminator": self.discriminator.state_dict(),
             # A mixture latent's fixed means/stds are part of the model; N(0, I) has no state.
             "latent": self.latent.state_dict() if isinstance(self.latent, nn.Module) else {},
+            "num_classes": self.num_classes,
+            "label": -1 if self.label is None else self.label,  # -1: torch.load(weights_only) takes no None
         }
