@@ -1,13 +1,37 @@
 """`gantune evaluate`: the one-shot test evaluation of an experiment's latest search.
 
-The best trial's configuration and the two baselines (real-only; classic augmentation) are each
-refitted on the whole training pool and scored once on the untouched test split, with the same
-seeds 0..S-1 for every method, so the seeds pair the methods: the difference of the best config
-to the better baseline gets a paired t confidence interval.
+Four methods, all with the best trial's classifier and step budget: `best_config` (the best
+trial's configuration as it is), `real_only` (no synthetic image, no augmentation), `classic_aug`
+and `trivial_aug` (no synthetic image; classic or TrivialAugment-style augmentation, each with the
+augment section of the search's best trial of that baseline, or the default policy if the search
+ran none). Each is refitted with the same seeds 0..S-1 (10 by default), so the seeds pair the
+methods, and scored once on the untouched test split. The test split is read here and nowhere else.
 
-Refit: the pool minus a stratified 1/k (the data seed's first fold; k = data.folds), which only
-early-stops the classifier; GANs, refiners and filters see the refit's training images only (the
-same `fit_pipeline` as every fold of the search). The test split is read here and nowhere else."""
+Refit, on the whole training pool, never by discarding part of it:
+- a MedMNIST .npz (official splits): train on the official train split, early-stop on the
+  official val split. That is how MedMNIST's own benchmarks are trained, so the numbers compare
+  with the published ones, and the val split is small (78 BreastMNIST images) and already
+  separate from train;
+- any other dataset (no official val split): train on the whole pool for a fixed step count, the
+  one chosen in cross-validation (the best trial's `val_clf_best_step`, the mean over folds of the
+  classifier step with the lowest val loss; `classifier.steps` if the trial did not log it), with
+  no early stop. Holding part of a small pool out only to early-stop would cost a third of the
+  training images; the step count the folds chose is the early stop, decided without the test split.
+GANs, refiners and filters see the refit's training images only (the same `fit_pipeline` as every
+fold of the search).
+
+Statistics of the best config against the strongest baseline (highest mean test AUC; picking the
+hardest comparator on the test split can only make the comparison harder):
+- per method, mean ± sd over seeds of every metric; the paired t interval over seeds of the
+  difference (`paired_delta_<metric>`, `_ci_low`, `_ci_high`);
+- on the seed-averaged predictions (a seed ensemble per method): a paired stratified bootstrap over
+  test images of the AUC difference (`paired_delta_auc_bootstrap_ci_low`/`_high`), DeLong's test
+  (`delong_p`; binary only) and the sensitivity of each method at the baseline's specificity
+  (`test_<method>_sens_at_spec`, `delta_sens_at_spec` with its bootstrap interval; binary only).
+
+`--train-fraction 0.25,0.5,1` also refits every method on nested stratified subsets of the training
+images (the GAN sees only the subset; the early-stop set, if any, stays whole) and logs test AUC
+against the number of real training images (`data_efficiency.png`, `.csv`)."""
 
 from __future__ import annotations
 
@@ -16,45 +40,72 @@ import csv
 import io
 import json
 import math
+import tempfile
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from scipy import stats
 
 from gantune.trainables.config import TrialConfig
+from gantune.trainables.data.augment import AugmentConfig
 from gantune.trainables.data.datasets import DataSplits, ImageDataset
-from gantune.trainables.data.folds import Fold, make_folds
 from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.trial import enhance, fit_pipeline, score
 
+from . import stats
 from .bars import progress_bar, write_line
 from .leaderboard import format_table as text_table
 from .leaderboard import rank_runs
-from .runs import experiment_and_latest_search, read_json, resolved_space, trial_config, trial_id_of, trial_runs
+from .runs import (
+    experiment_and_latest_search,
+    read_json,
+    resolved_space,
+    trial_config,
+    trial_id_of,
+    trial_runs,
+)
+from .stats import mean_sd, paired_ci
 
-METHODS = ("best_config", "real_only", "classic_aug")
+METHODS = ("best_config", "real_only", "classic_aug", "trivial_aug")
 BASELINES = METHODS[1:]
+AUGMENTED_BASELINES = {"classic_aug": "classic", "trivial_aug": "trivial"}
+"""Augmented baseline -> its augment.policy."""
 TABLE_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
-DEFAULT_CLASSIC_STRENGTH = 1.0
-"""Classic-augmentation strength when the search had no classic_aug baseline to take it from."""
-CONFIDENCE = 0.95
+DEFAULT_SEEDS = 10
+BOOTSTRAP_REPLICATES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = stats.CONFIDENCE
 
 
 class EvaluateError(ValueError):
     """No such experiment, no finished search, or a search whose best trial cannot be rebuilt."""
 
 
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """'0.25,0.5,1' -> (0.25, 0.5, 1.0), sorted, 1 always included (the headline evaluation)."""
+    try:
+        values = {float(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--train-fraction: expected comma-separated numbers, got {text!r}") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--train-fraction: every fraction must be in (0, 1], got {sorted(bad)}")
+    return tuple(sorted(values | {1.0}))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest finished search to evaluate")
     p.add_argument("--split", choices=("test",), default="test", help="split scored once (only 'test': the untouched split)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1, the same for every method (default: 5)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"seeds 0..S-1, the same for every method (default: {DEFAULT_SEEDS})")
+    p.add_argument("--train-fraction", type=parse_fractions, default=(1.0,), metavar="F[,F...]",
+                   help="also refit on these stratified fractions of the training images and plot test AUC "
+                        "against the number of real images, e.g. 0.25,0.5,1 (default: 1 only)")
     p.add_argument("--data", help="dataset path; overrides the searched data.path (must be the same dataset)")
-    p.add_argument("--dry-run", action="store_true", help="print the three configurations and exit without training")
+    p.add_argument("--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training")
 
 
 # --- what to evaluate -------------------------------------------------------------------------
@@ -73,15 +124,23 @@ class Source:
     """The best trial's configuration, rebuilt from its config/trial_config.json."""
     resolved: dict
     """The search's config/resolved_space.json."""
-    classic_strength: float
-    classic_source: str
-    """Where the classic-augmentation strength came from (a trial id, or the default)."""
+    augments: dict[str, AugmentConfig]
+    """Augmented baseline -> the augment section it is refitted with."""
+    augment_sources: dict[str, str]
+    """Augmented baseline -> where its augment section came from (a trial id, or the default)."""
 
 
 def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, baseline: str | None = None) -> list:
     """The search's usable trial runs (leaderboard.usable), best first."""
     extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
     return rank_runs(trial_runs(client, experiment_id, search.info.run_id, extra), metric, mode)
+
+
+def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | None) -> AugmentConfig:
+    """The searched baseline trial's augment section (switched on), else the best trial's own
+    ranges with augmentation on at the given policy."""
+    base = searched.augment if searched is not None else best.augment
+    return replace(base, enabled=True, policy=policy)
 
 
 def find_source(client, experiment_name: str) -> Source:
@@ -97,34 +156,78 @@ def find_source(client, experiment_name: str) -> Source:
         if not ranked:
             raise EvaluateError(f"search {search.info.run_id} of '{experiment_name}' has no trial with a finite '{metric}'")
         trial = ranked[0]
-    classic = ranked_trials(client, experiment.experiment_id, search, metric, mode, baseline="classic_aug")
-    strength, origin = DEFAULT_CLASSIC_STRENGTH, "default (the search had no classic_aug baseline)"
-    if classic:
-        strength = trial_config(client, classic[0], EvaluateError).augment.strength
-        origin = f"trial {trial_id_of(classic[0])}"
-    return Source(experiment.experiment_id, search, trial, trial_config(client, trial, EvaluateError), resolved, strength, origin)
+    cfg = trial_config(client, trial, EvaluateError)
+    augments, origins = {}, {}
+    for name, policy in AUGMENTED_BASELINES.items():
+        runs = ranked_trials(client, experiment.experiment_id, search, metric, mode, baseline=name)
+        searched = trial_config(client, runs[0], EvaluateError) if runs else None
+        augments[name] = baseline_augment(cfg, policy, searched)
+        origins[name] = (f"trial {trial_id_of(runs[0])}" if runs
+                         else f"default {policy} policy (the search had no {name} baseline)")
+    return Source(experiment.experiment_id, search, trial, cfg, resolved, augments, origins)
 
 
-def method_configs(best: TrialConfig, classic_strength: float) -> dict[str, TrialConfig]:
-    """The three evaluated methods: the best trial's configuration as it is; the same with no
-    synthetic image and no augmentation; the same with no synthetic image and classic augmentation."""
+def method_configs(best: TrialConfig, augments: dict[str, AugmentConfig]) -> dict[str, TrialConfig]:
+    """The evaluated methods: the best trial's configuration as it is; the same with no synthetic
+    image and no augmentation; the same with no synthetic image and each baseline augmentation.
+    Classifier, step budget and everything else stay the best trial's."""
     no_synth = replace(best.synth, ratio=0.0)
-    return {
-        "best_config": best,
-        "real_only": replace(best, synth=no_synth, augment=replace(best.augment, enabled=False)),
-        "classic_aug": replace(best, synth=no_synth, augment=replace(best.augment, enabled=True, strength=classic_strength)),
-    }
+    configs = {"best_config": best, "real_only": replace(best, synth=no_synth, augment=replace(best.augment, enabled=False))}
+    for name in AUGMENTED_BASELINES:
+        configs[name] = replace(best, synth=no_synth, augment=augments[name])
+    return configs
+
+
+# --- refit plan ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefitPlan:
+    """Which pool images every refit trains on, what (if anything) early-stops it, and for how long."""
+
+    kind: str
+    """'official_val' (MedMNIST: train on train, early-stop on val) or 'cv_steps' (whole pool,
+    fixed step count from cross-validation, no early stop)."""
+    train_idx: np.ndarray
+    """Pool indices of the training images (at train fraction 1)."""
+    early_stop_idx: np.ndarray | None
+    """Pool indices of the early-stop images; None = no early stop."""
+    steps: int
+    """Classifier steps of every method (the best trial's budget, or the step count CV chose)."""
+    reason: str
+    """One line for the output and the run's params."""
+
+    def train_subset(self, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+        """Nested stratified subset of train_idx: per class, the first ceil(fraction * n_c) of one
+        fixed permutation (seeded by data.seed), so the 0.25 subset lies inside the 0.5 one and
+        every method and seed sees the same images."""
+        if fraction >= 1:
+            return self.train_idx
+        rng = np.random.default_rng(seed)
+        y = labels[self.train_idx]
+        keep = [rng.permutation(np.flatnonzero(y == c))[: max(2, math.ceil(fraction * np.sum(y == c)))] for c in np.unique(y)]
+        return np.sort(self.train_idx[np.concatenate(keep)])
+
+
+def refit_plan(data: DataSplits, trial, cfg: TrialConfig) -> RefitPlan:
+    n = len(data.pool)
+    if data.official_val is not None and len(data.official_val):
+        val = np.asarray(data.official_val)
+        return RefitPlan("official_val", np.setdiff1d(np.arange(n), val), val, cfg.classifier.steps,
+                         f"official splits: train on the {n - len(val)} official train images, early-stop on the "
+                         f"{len(val)} official val images (at most {cfg.classifier.steps} classifier steps)")
+    chosen = trial.data.metrics.get("val_clf_best_step")
+    if chosen is not None and math.isfinite(chosen) and chosen >= 1:
+        steps = min(cfg.classifier.steps, max(1, round(chosen)))
+        origin = f"the best trial's val_clf_best_step {chosen:.1f}"
+    else:
+        steps, origin = cfg.classifier.steps, "classifier.steps (the best trial logged no val_clf_best_step)"
+    return RefitPlan("cv_steps", np.arange(n), None, steps,
+                     f"no official val split: train on all {n} pool images for {steps} classifier steps "
+                     f"({origin}), no early stop")
 
 
 # --- refit and score ----------------------------------------------------------------------------
-
-
-def refit_split(data: DataSplits, cfg: TrialConfig) -> Fold:
-    """Pool indices of the refit: train on all but a stratified 1/k of the pool, which only
-    early-stops the classifier; fixed by data.seed (the search's first fold), so every method and
-    seed shares it."""
-    labels = data.pool.labels.cpu().numpy()
-    return make_folds(labels, cfg.data.folds, cfg.data.seed, groups=data.groups)[0]
 
 
 def enhanced(data: ImageDataset, cfg: TrialConfig, device: torch.device) -> ImageDataset:
@@ -136,80 +239,151 @@ def enhanced(data: ImageDataset, cfg: TrialConfig, device: torch.device) -> Imag
 Progress = Callable[[str], None]
 
 
+@dataclass
+class MethodRuns:
+    """One method's refits at one train fraction, one entry per seed."""
+
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    proba: list[np.ndarray] = field(default_factory=list)
+    """(N_test, K) class probabilities per seed."""
+
+
 def evaluate_methods(
-    configs: dict[str, TrialConfig], data: DataSplits, seeds: list[int], device: torch.device,
-    progress: Progress = print,
-) -> tuple[dict[str, list[dict[str, float]]], Fold]:
-    """Per method, one metrics dict per seed (same seeds for every method), scored on data.test."""
+    configs: dict[str, TrialConfig], data: DataSplits, plan: RefitPlan, seeds: list[int], device: torch.device,
+    fractions: tuple[float, ...] = (1.0,), progress: Progress = print,
+) -> tuple[dict[float, dict[str, MethodRuns]], dict[float, int], np.ndarray]:
+    """({fraction: {method: MethodRuns}}, {fraction: training images}, test labels): every method
+    refitted per seed and fraction with plan's images and step count, scored on data.test."""
     first = next(iter(configs.values()))
-    split = refit_split(data, first)
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in configs}
-    total, done = len(configs) * len(seeds), 0
+    labels = data.pool.labels.cpu().numpy()
+    results = {f: {m: MethodRuns() for m in configs} for f in fractions}
+    sizes, test_labels = {}, data.test.labels.cpu().numpy()
+    total, done = len(fractions) * len(configs) * len(seeds), 0
     with progress_bar(total, "evaluate", "fit") as bar:
-        for method, cfg in configs.items():
-            pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
-            train, early_stop = split.train_view(pool), split.val_view(pool)
-            for seed in seeds:
-                bar.set_postfix_str(f"{method} seed {seed}")
-                start = time.monotonic()
-                model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed)
-                metrics, _, _ = score(model, test, cfg.data.positive_class)
-                results[method].append(metrics)
-                done += 1
-                progress(f"[{done}/{total}] {method} seed {seed}: test auc {metrics['auc']:.4f}, "
-                         f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
-                bar.update(1)
-    return results, split
+        for fraction in fractions:
+            train_idx = plan.train_subset(labels, fraction, first.data.seed)
+            sizes[fraction] = len(train_idx)
+            for method, cfg in configs.items():
+                cfg = replace(cfg, classifier=replace(cfg.classifier, steps=plan.steps))
+                pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
+                train = pool.subset(train_idx)
+                early_stop = pool.subset(plan.early_stop_idx) if plan.early_stop_idx is not None else None
+                for seed in seeds:
+                    bar.set_postfix_str(f"{method} seed {seed}")
+                    start = time.monotonic()
+                    model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed)
+                    metrics, _, proba = score(model, test, cfg.data.positive_class)
+                    results[fraction][method].metrics.append(metrics)
+                    results[fraction][method].proba.append(proba)
+                    done += 1
+                    where = "" if fraction == 1 else f" ({len(train_idx)} training images)"
+                    progress(f"[{done}/{total}] {method} seed {seed}{where}: test auc {metrics['auc']:.4f}, "
+                             f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
+                    bar.update(1)
+    return results, sizes, test_labels
 
 
 # --- statistics -------------------------------------------------------------------------------
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; nan for one seed)."""
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+def ensemble_auc(labels: np.ndarray, proba: np.ndarray, positive: int) -> float:
+    """AUC of (N, K) probabilities: binary on the positive class, else macro one-vs-rest."""
+    if proba.shape[1] == 2:
+        return stats.auc(labels == positive, proba[:, positive])
+    from sklearn.metrics import roc_auc_score
 
-
-def paired_ci(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean of a - b, CI low, CI high): the paired t interval over seeds (nan bounds for one seed)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    mean = float(d.mean())
-    if len(d) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return mean, mean - half, mean + half
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    results: dict[str, list[dict[str, float]]]
-    """method -> one metrics dict per seed."""
+    runs: dict[str, MethodRuns]
+    """method -> its refits at train fraction 1."""
+    labels: np.ndarray
+    """(N_test,) test labels."""
     seeds: list[int]
+    positive: int
+    """The positive class (sensitivity, DeLong)."""
     baseline: str
-    """The better baseline (higher mean test value of `ranking_metric`), the one the best config is compared with."""
+    """The strongest baseline (highest mean test `ranking_metric`), the one best_config is compared with."""
     ranking_metric: str
 
+    def values(self, method: str, metric: str) -> list[float]:
+        return [r[metric] for r in self.runs[method].metrics]
+
     def summary(self, method: str, metric: str) -> tuple[float, float]:
-        return mean_sd([r[metric] for r in self.results[method]])
+        return mean_sd(self.values(method, metric))
 
     def delta(self, metric: str) -> tuple[float, float, float]:
-        return paired_ci([r[metric] for r in self.results["best_config"]], [r[metric] for r in self.results[self.baseline]])
+        return paired_ci(self.values("best_config", metric), self.values(self.baseline, metric))
+
+    def ensemble(self, method: str) -> np.ndarray:
+        """(N_test, K) seed-averaged probabilities."""
+        return np.mean(self.runs[method].proba, axis=0)
+
+    @property
+    def binary(self) -> bool:
+        return self.ensemble("best_config").shape[1] == 2
+
+    def bootstrap(self) -> stats.Bootstrap:
+        positive = self.positive
+        return stats.paired_bootstrap(
+            self.labels, self.ensemble("best_config"), self.ensemble(self.baseline),
+            lambda y, p: ensemble_auc(y, p, positive), BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, CONFIDENCE,
+        )
+
+    def delong(self) -> stats.DeLong | None:
+        if not self.binary:
+            return None
+        y = self.labels == self.positive
+        return stats.delong(y, self.ensemble("best_config")[:, self.positive], self.ensemble(self.baseline)[:, self.positive])
+
+    def baseline_specificity(self) -> float:
+        """The strongest baseline's specificity at its own operating point (argmax of its seed ensemble)."""
+        p = self.ensemble(self.baseline)
+        return stats.specificity_at(self.labels == self.positive, p.argmax(axis=1) == self.positive)
+
+    def sens_at_spec(self) -> tuple[dict[str, float], stats.Bootstrap]:
+        """Each method's sensitivity at the baseline's specificity (seed ensembles), and the paired
+        bootstrap of best_config minus the baseline (the target specificity held fixed)."""
+        target, pos = self.baseline_specificity(), self.positive
+
+        def sens(y, p):
+            return stats.sensitivity_at_specificity(y == pos, p[:, pos], target)
+
+        per_method = {m: sens(self.labels, self.ensemble(m)) for m in self.runs}
+        boot = stats.paired_bootstrap(self.labels, self.ensemble("best_config"), self.ensemble(self.baseline), sens,
+                                      BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, CONFIDENCE)
+        return per_method, boot
 
     def metrics(self) -> dict[str, float]:
-        """test_<method>_<metric>_mean/_sd and paired_delta_<metric> (+ _ci_low/_ci_high)."""
+        """The evaluation run's metrics, stable names (see the module docstring)."""
         out = {}
-        for method in self.results:
+        for method in self.runs:
             for metric in METRIC_NAMES:
                 out[f"test_{method}_{metric}_mean"], out[f"test_{method}_{metric}_sd"] = self.summary(method, metric)
+            out[f"test_{method}_ensemble_auc"] = ensemble_auc(self.labels, self.ensemble(method), self.positive)
         for metric in METRIC_NAMES:
             out[f"paired_delta_{metric}"], out[f"paired_delta_{metric}_ci_low"], out[f"paired_delta_{metric}_ci_high"] = self.delta(metric)
+        boot = self.bootstrap()
+        out["ensemble_delta_auc"] = boot.delta
+        out["paired_delta_auc_bootstrap_ci_low"], out["paired_delta_auc_bootstrap_ci_high"] = boot.low, boot.high
+        test = self.delong()
+        if test is not None:
+            out.update(delong_p=test.p, delong_z=test.z, delong_se=test.se)
+            per_method, sens_boot = self.sens_at_spec()
+            out["baseline_spec"] = self.baseline_specificity()
+            out.update({f"test_{m}_sens_at_spec": v for m, v in per_method.items()})
+            out["delta_sens_at_spec"] = sens_boot.delta
+            out["delta_sens_at_spec_bootstrap_ci_low"], out["delta_sens_at_spec_bootstrap_ci_high"] = sens_boot.low, sens_boot.high
         return out
 
 
-def compare(results: dict[str, list[dict[str, float]]], seeds: list[int], ranking_metric: str = "auc") -> Evaluation:
-    better = max(BASELINES, key=lambda b: mean_sd([r[ranking_metric] for r in results[b]])[0])
-    return Evaluation(results, seeds, better, ranking_metric)
+def compare(runs: dict[str, MethodRuns], labels: np.ndarray, seeds: list[int], positive: int,
+            ranking_metric: str = "auc") -> Evaluation:
+    baselines = [b for b in BASELINES if b in runs]
+    strongest = max(baselines, key=lambda b: mean_sd([r[ranking_metric] for r in runs[b].metrics])[0])
+    return Evaluation(runs, labels, seeds, positive, strongest, ranking_metric)
 
 
 def ranking_metric_of(search_metric: str) -> str:
@@ -225,20 +399,33 @@ def fmt(mean: float, sd: float) -> str:
     return f"{mean:.4f} ± {sd:.4f}" if not math.isnan(sd) else f"{mean:.4f}"
 
 
-def format_table(ev: Evaluation, split: str) -> str:
-    rows = [{"method": m, **{k: fmt(*ev.summary(m, k)) for k in TABLE_METRICS}} for m in ev.results]
+def interval(low: float, high: float) -> str:
+    return f"[{low:+.4f}, {high:+.4f}]" if not math.isnan(low) else "(no interval)"
+
+
+def format_table(ev: Evaluation, split: str, metrics: dict[str, float]) -> str:
+    rows = [{"method": m, **{k: fmt(*ev.summary(m, k)) for k in TABLE_METRICS},
+             "ensemble_auc": f"{metrics[f'test_{m}_ensemble_auc']:.4f}"} for m in ev.runs]
     n = len(ev.seeds)
     lines = [
-        f"{split} split, mean ± sd over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, ev.seeds))}), same seeds for every method:",
-        text_table(rows, ["method", *TABLE_METRICS]),
+        (f"{split} split, mean ± sd over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, ev.seeds))}), same seeds for "
+         f"every method; ensemble_auc = AUC of the seed-averaged predictions:"),
+        text_table(rows, ["method", *TABLE_METRICS, "ensemble_auc"]),
         "",
-        f"paired difference best_config - {ev.baseline} (the better baseline by mean test {ev.ranking_metric}), "
-        f"{CONFIDENCE:.0%} t confidence interval over the {n} paired seeds:",
+        f"best_config - {ev.baseline} (the strongest baseline by mean test {ev.ranking_metric}):",
+        f"  seed-level paired difference, {CONFIDENCE:.0%} t interval over {n} paired seed{'s' if n > 1 else ''}:",
     ]
     for metric in TABLE_METRICS:
         mean, low, high = ev.delta(metric)
-        interval = f"[{low:+.4f}, {high:+.4f}]" if not math.isnan(low) else "(one seed: no interval)"
-        lines.append(f"  {metric:<12} {mean:+.4f}  {interval}")
+        lines.append(f"    {metric:<12} {mean:+.4f}  {interval(low, high)}")
+    lines.append(f"  seed ensembles: AUC difference {metrics['ensemble_delta_auc']:+.4f}, paired bootstrap over test images "
+                 f"({BOOTSTRAP_REPLICATES} stratified resamples) {interval(metrics['paired_delta_auc_bootstrap_ci_low'], metrics['paired_delta_auc_bootstrap_ci_high'])}")
+    if "delong_p" in metrics:
+        lines.append(f"  DeLong's test on the seed ensembles: z = {metrics['delong_z']:+.3f}, p = {metrics['delong_p']:.4f}")
+        lines.append(f"  sensitivity at the {ev.baseline} specificity {metrics['baseline_spec']:.4f}: "
+                     + ", ".join(f"{m} {metrics[f'test_{m}_sens_at_spec']:.4f}" for m in ev.runs)
+                     + f"; difference {metrics['delta_sens_at_spec']:+.4f} "
+                       f"{interval(metrics['delta_sens_at_spec_bootstrap_ci_low'], metrics['delta_sens_at_spec_bootstrap_ci_high'])}")
     return "\n".join(lines)
 
 
@@ -247,7 +434,7 @@ def summary_csv(ev: Evaluation) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["row", "metric", "seeds", "mean", "sd", "ci_low", "ci_high"])
-    for method in ev.results:
+    for method in ev.runs:
         for metric in METRIC_NAMES:
             writer.writerow([method, metric, len(ev.seeds), *ev.summary(method, metric), "", ""])
     for metric in METRIC_NAMES:
@@ -260,13 +447,56 @@ def per_seed_csv(ev: Evaluation) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "seed", *METRIC_NAMES])
-    for method, runs in ev.results.items():
-        for seed, metrics in zip(ev.seeds, runs):
+    for method, runs in ev.runs.items():
+        for seed, metrics in zip(ev.seeds, runs.metrics):
             writer.writerow([method, seed, *(metrics[m] for m in METRIC_NAMES)])
     return buffer.getvalue()
 
 
-def log_evaluation(client, source: Source, ev: Evaluation, split: str, table: str, held_out: np.ndarray, configs: dict[str, TrialConfig]) -> str:
+def efficiency_rows(results: dict[float, dict[str, MethodRuns]], sizes: dict[float, int]) -> list[dict]:
+    """One row per (train fraction, method): training images and test AUC mean ± sd over seeds."""
+    rows = []
+    for fraction, by_method in results.items():
+        for method, runs in by_method.items():
+            mean, sd = mean_sd([m["auc"] for m in runs.metrics])
+            rows.append({"fraction": fraction, "train_images": sizes[fraction], "method": method, "auc_mean": mean, "auc_sd": sd})
+    return rows
+
+
+def efficiency_plot(rows: list[dict], path: Path) -> Path:
+    """Test AUC against real training images, one line per method (synthetic images: best_config)."""
+    from .plots import pyplot, save_axes
+
+    plt = pyplot()
+    _, ax = plt.subplots()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["train_images"])
+        label = f"{method} (with synthetic images)" if method == "best_config" else f"{method} (real images only)"
+        ax.errorbar([r["train_images"] for r in mine], [r["auc_mean"] for r in mine],
+                    yerr=[0 if math.isnan(r["auc_sd"]) else r["auc_sd"] for r in mine],
+                    marker="o", capsize=3, lw=2 if method == "best_config" else 1, label=label)
+    ax.set_xlabel("real training images")
+    ax.set_ylabel("test AUC (mean ± sd over seeds)")
+    ax.set_title("How many real images is a GAN worth?")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    save_axes(ax, path, (7, 4.5))
+    return path
+
+
+def predictions_npz(results: dict[float, dict[str, MethodRuns]], labels: np.ndarray, seeds: list[int]) -> bytes:
+    buffer = io.BytesIO()
+    arrays = {"labels": labels, "seeds": np.asarray(seeds)}
+    for fraction, by_method in results.items():
+        for method, runs in by_method.items():
+            arrays[f"proba_{method}_f{fraction:g}"] = np.stack(runs.proba)  # (S, N_test, K)
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, float], split: str, table: str,
+                   plan: RefitPlan, configs: dict[str, TrialConfig], results: dict[float, dict[str, MethodRuns]],
+                   sizes: dict[float, int]) -> str:
     """An MLflow run nested under the search's parent run; returns its id."""
     from mlflow.entities import Metric, Param
 
@@ -284,21 +514,38 @@ def log_evaluation(client, source: Source, ev: Evaluation, split: str, table: st
         "source_trial_run_id": source.trial.info.run_id,
         "search_run_id": source.search.info.run_id,
         "better_baseline": ev.baseline,
-        "classic_aug_strength": source.classic_strength,
-        "classic_aug_strength_from": source.classic_source,
-        "early_stop_images": len(held_out),
+        "refit": plan.kind,
+        "refit_reason": plan.reason,
+        "refit_train_images": len(plan.train_idx),
+        "early_stop_images": 0 if plan.early_stop_idx is None else len(plan.early_stop_idx),
+        "classifier_steps": plan.steps,
+        "train_fractions": ",".join(f"{f:g}" for f in results),
+        "bootstrap_replicates": BOOTSTRAP_REPLICATES,
+        **{f"{name}_augment_from": origin for name, origin in source.augment_sources.items()},
     }
     now = int(1000 * time.time())
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, now, 0) for k, v in ev.metrics().items() if not math.isnan(v)],
-        params=[Param(k, str(v)) for k, v in params.items()],
-    )
+    logged = [Metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)]
+    rows = efficiency_rows(results, sizes)
+    # The data-efficiency curve as metric histories too: step = real training images.
+    logged += [Metric(f"efficiency_{r['method']}_auc", r["auc_mean"], now, r["train_images"]) for r in rows]
+    client.log_batch(run_id, metrics=logged, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.log_text(run_id, table + "\n", "evaluation.txt")
     client.log_text(run_id, summary_csv(ev), "evaluation.csv")
     client.log_text(run_id, per_seed_csv(ev), "evaluation_per_seed.csv")
-    # The pool images held out of every refit to early-stop the classifier (pool order).
-    client.log_text(run_id, "\n".join(map(str, held_out.tolist())) + "\n", "early_stop_pool_indices.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp, "predictions.npz")  # per-seed test probabilities, to recompute any statistic
+        npz.write_bytes(predictions_npz(results, ev.labels, ev.seeds))
+        client.log_artifact(run_id, str(npz))
+        if len(results) > 1:
+            client.log_artifact(run_id, str(efficiency_plot(rows, Path(tmp, "data_efficiency.png"))))
+    if len(results) > 1:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        client.log_text(run_id, buffer.getvalue(), "data_efficiency.csv")
+    if plan.early_stop_idx is not None:  # the pool images that early-stop every refit (pool order)
+        client.log_text(run_id, "\n".join(map(str, plan.early_stop_idx.tolist())) + "\n", "early_stop_pool_indices.txt")
     for method, cfg in configs.items():
         client.log_dict(run_id, cfg.to_flat(), f"config/{method}.json")
     client.set_terminated(run_id, status="FINISHED")
@@ -341,41 +588,49 @@ def check_same_data(client, source: Source, data: DataSplits) -> None:
         )
 
 
-def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int = 5, data_path: str | None = None,
-             progress: Progress = print, dry_run: bool = False) -> tuple[str, str | None]:
+def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int = DEFAULT_SEEDS,
+             data_path: str | None = None, progress: Progress = print, dry_run: bool = False,
+             fractions: tuple[float, ...] = (1.0,)) -> tuple[str, str | None]:
     """(printable text, evaluation run id (None on a dry run))."""
     from mlflow.tracking import MlflowClient
 
     if seeds < 1:
         raise EvaluateError(f"--seeds must be >= 1, got {seeds}")
+    fractions = tuple(sorted(set(fractions) | {1.0}))
     client = MlflowClient(tracking_uri)
     source = find_source(client, experiment)
-    configs = method_configs(source.cfg, source.classic_strength)
+    configs = method_configs(source.cfg, source.augments)
     trial_id = trial_id_of(source.trial)
     header = (
         f"Experiment '{experiment}', search run {source.search.info.run_id}; best trial {trial_id} "
-        f"(run {source.trial.info.run_id}); classic_aug strength {source.classic_strength:g} from {source.classic_source}"
+        f"(run {source.trial.info.run_id}); "
+        + "; ".join(f"{name} augmentation from {origin}" for name, origin in source.augment_sources.items())
     )
-    if dry_run:
-        flat = {m: {k: v for k, v in c.to_flat().items() if k.split(".")[0] in ("synth", "augment")} for m, c in configs.items()}
-        return header + "\n" + json.dumps(flat, indent=2), None
     data = load_search_data(source, data_path)
     check_same_data(client, source, data)
+    plan = refit_plan(data, source.trial, source.cfg)
+    if dry_run:
+        flat = {m: {k: v for k, v in c.to_flat().items() if k.split(".")[0] in ("synth", "augment")} for m, c in configs.items()}
+        return f"{header}\nrefit: {plan.reason}\n" + json.dumps(flat, indent=2), None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     progress(header)
-    refit = refit_split(data, source.cfg)
-    progress(f"refit on {len(refit.train_idx)} of the {len(data.pool)} pool images ({len(refit.val_idx)} = 1/{source.cfg.data.folds} "
-             f"held out to early-stop the classifier), scored on {len(data.test)} {split} images; "
-             f"{len(configs)} methods x {seeds} seeds")
-    results, _ = evaluate_methods(configs, data, list(range(seeds)), device, progress)
-    ev = compare(results, list(range(seeds)), ranking_metric_of(source.resolved["search"]["metric"]))
-    table = format_table(ev, split)
-    run_id = log_evaluation(client, source, ev, split, table, refit.val_idx, configs)
+    progress(f"refit: {plan.reason}; scored on {len(data.test)} {split} images; {len(configs)} methods x {seeds} seeds"
+             + (f" x train fractions {', '.join(f'{f:g}' for f in fractions)}" if len(fractions) > 1 else ""))
+    seed_list = list(range(seeds))
+    results, sizes, labels = evaluate_methods(configs, data, plan, seed_list, device, fractions, progress)
+    ev = compare(results[1.0], labels, seed_list, source.cfg.data.positive_class,
+                 ranking_metric_of(source.resolved["search"]["metric"]))
+    metrics = ev.metrics()
+    table = format_table(ev, split, metrics)
+    if len(fractions) > 1:
+        rows = [{**r, "auc": fmt(r["auc_mean"], r["auc_sd"])} for r in efficiency_rows(results, sizes)]
+        table += "\n\ndata efficiency (test AUC, mean ± sd over seeds):\n" + text_table(rows, ["train_images", "method", "auc"])
+    run_id = log_evaluation(client, source, ev, metrics, split, table, plan, configs, results, sizes)
     return f"\n{table}\n\nLogged as evaluation run {run_id} (tag gantune.role=evaluation) under search run {source.search.info.run_id}", run_id
 
 
 def evaluate_main(args) -> int:
     text, _ = evaluate(args.tracking_uri, args.experiment, args.split, args.seeds, args.data,
-                       progress=write_line, dry_run=args.dry_run)
+                       progress=write_line, dry_run=args.dry_run, fractions=args.train_fraction)
     print(text)
     return 0

@@ -132,3 +132,56 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
     return "\n".join(lines)
+
+
+# --- honest selection: complete trials, paired per-fold differences ---------------------------
+
+RANK_BY = ("mean", "paired_lcb")
+"""How complete trials rank (space key search.rank_by): 'mean', the metric's mean over folds; or
+'paired_lcb', the one-sided 95 % lower confidence bound of the trial's paired per-fold difference
+to the real_only baseline trial (so a trial with a lucky fold does not outrank a steady one)."""
+
+
+def fold_values(metrics: dict, metric: str, total_folds: int) -> list[float] | None:
+    """A trial's per-fold values of `metric` (fold{i}_<metric>, i < total_folds), None unless the
+    trial reported every fold with a finite value."""
+    values = [metrics.get(f"fold{i}_{metric}") for i in range(total_folds)]
+    return None if any(v is None or not math.isfinite(v) for v in values) else [float(v) for v in values]
+
+
+def run_complete(run, metric: str, total_folds: int) -> bool:
+    """A usable trial run that finished every fold (not stopped early by the scheduler)."""
+    return (run_usable(run, metric) and run.info.status == "FINISHED"
+            and trial_status(False, run.data.metrics, total_folds) == "OK")
+
+
+def paired_to_baseline(metrics: dict, baseline_metrics: dict, metric: str, mode: str, total_folds: int, folds: int):
+    """search.stats.FoldDelta of a trial against the baseline on the same folds (fold i with fold
+    i: the data section, hence the split, is fixed per search), oriented so that positive means
+    better (a 'min' metric is negated) and with the Nadeau-Bengio correction for k-fold
+    (test/train = 1/(k-1)); None unless both reported every fold."""
+    from .stats import fold_delta
+
+    a, b = fold_values(metrics, metric, total_folds), fold_values(baseline_metrics, metric, total_folds)
+    if a is None or b is None:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return fold_delta([sign * v for v in a], [sign * v for v in b], test_train_ratio=1 / (folds - 1) if folds > 1 else 0.0)
+
+
+def rank_complete_runs(runs: list, metric: str, mode: str, total_folds: int, folds: int,
+                       rank_by: str = "mean", baseline=None) -> list:
+    """The complete trial runs, best first: by the metric's mean, or (rank_by 'paired_lcb') by the
+    lower bound of the paired per-fold difference to `baseline` (a real_only trial run), trials
+    without one last, in mean order."""
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {list(RANK_BY)}, got {rank_by!r}")
+    ranked = rank_runs([r for r in runs if run_complete(r, metric, total_folds)], metric, mode)
+    if rank_by == "mean" or baseline is None:
+        return ranked
+
+    def lcb(run) -> float:
+        paired = paired_to_baseline(run.data.metrics, baseline.data.metrics, metric, mode, total_folds, folds)
+        return paired.lcb if paired is not None and math.isfinite(paired.lcb) else -math.inf
+
+    return sorted(ranked, key=lcb, reverse=True)  # stable: ties keep mean order

@@ -1,35 +1,65 @@
-"""`gantune promote`: register the best trial's generator of an experiment's latest search.
+"""`gantune promote`: register the best trial's generator of an experiment's latest search, if the
+evidence says it helps.
 
-The candidate is the best finished trial run that logged a `generator` model; it must beat the
-search's real-only baseline trial (tag gantune.baseline=real_only), else promotion is refused
-unless --force. The model version is registered from `runs:/<trial run>/generator` (a pyfunc
-logged as code plus a weights-only checkpoint, so loading it never unpickles objects) and tagged
-with its lineage, and the alias (default `champion`) moves to it."""
+The candidate is the best complete trial (finished every fold, `leaderboard.run_complete`) that
+logged a `generator` model, ranked by the metric's mean over folds or (`--rank-by paired_lcb`, or
+the space's `search.rank_by`) by the lower confidence bound of its paired per-fold difference to
+the real_only trial. The gate refuses it, printing the numbers, when
+- the search has no complete real_only baseline trial (tag gantune.baseline=real_only), or
+- its paired per-fold difference to that trial (mean over the same folds) is not positive, or
+- its worst fold is below the baseline's worst fold (a mean can hide one collapsed fold), or
+- an evaluation run of the same search (tag gantune.role=evaluation, parent = the search run)
+  shows a negative paired test difference `paired_delta_auc`.
+`--force` registers it anyway and tags the version gantune.forced=true with the refused checks.
+The model version is registered from `runs:/<trial run>/generator` (a pyfunc logged as code plus
+a weights-only checkpoint, so loading it never unpickles objects) and tagged with its lineage and
+the gate's numbers, and the alias (default `champion`) moves to it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 
-from .leaderboard import rank_runs
-from .runs import RunsError, experiment_and_latest_search, resolved_space, trial_runs
+from .leaderboard import RANK_BY, paired_to_baseline, rank_complete_runs
+from .runs import (
+    RunsError,
+    experiment_and_latest_search,
+    resolved_space,
+    trial_id_of,
+    trial_runs,
+)
 
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model version tag value
+EVALUATION_FILTER = "tags.`gantune.role` = 'evaluation' and tags.`mlflow.parentRunId` = '{parent}'"
 
 
 class PromoteError(ValueError):
-    """No promotable trial, or a trial that does not beat the baseline; the message says which."""
+    """No promotable trial, or a trial the gate refuses; the message gives the numbers."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest search to promote from")
     p.add_argument("--metric", default="val_auc", help="trial metric that ranks trials (default: val_auc)")
     p.add_argument("--mode", choices=("max", "min"), help="direction of --metric (default: the search's mode)")
+    p.add_argument("--rank-by", choices=RANK_BY,
+                   help="rank complete trials by the metric's mean over folds, or by the lower confidence bound of the "
+                        "paired per-fold difference to real_only (default: the space's search.rank_by, else mean)")
     p.add_argument("--model-name", help="registered model name (default: <experiment>-generator)")
     p.add_argument("--alias", default="champion", help="alias moved to the new version (default: champion)")
-    p.add_argument("--force", action="store_true", help="register even if the best trial does not beat the real-only baseline")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.add_argument("--force", action="store_true",
+                   help="register even if the gate refuses (recorded as the tag gantune.forced=true on the version)")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition of the gate."""
+
+    name: str
+    passed: bool
+    detail: str
+    """The numbers, in a sentence."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +71,13 @@ class Choice:
     best: object
     """The trial run to promote."""
     baseline: object | None
-    """The real-only baseline trial run, if the search has one with the metric."""
+    """The complete real-only baseline trial run, if the search has one."""
     metric: str
     mode: str
+    rank_by: str
+    paired: object | None
+    """search.stats.FoldDelta of best against baseline (positive = better), None without both."""
+    checks: tuple[Check, ...]
 
     @property
     def value(self) -> float:
@@ -57,41 +91,105 @@ class Choice:
     def baseline_text(self) -> str:
         return "none" if self.baseline_value is None else f"{self.baseline_value:.4g}"
 
-    def beats_baseline(self) -> bool:
-        base = self.baseline_value
-        if base is None:
-            return False
-        return self.value > base if self.mode == "max" else self.value < base
+    @property
+    def allowed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def explain(self) -> str:
+        """Why the gate allowed or refused the promotion, one line per check."""
+        verdict = "passes every check" if self.allowed else "is refused"
+        head = (f"trial {trial_id_of(self.best)} (run {self.best.info.run_id}, {self.metric}={self.value:.4g}, "
+                f"ranked by {self.rank_by}) {verdict}:")
+        lines = [head]
+        lines += [f"  [{'ok' if c.passed else 'REFUSED'}] {c.name}: {c.detail}" for c in self.checks]
+        return "\n".join(lines)
 
 
-def search_mode(client, search_run, metric: str) -> str:
-    """The search's own direction when ranking by its metric; 'max' for other metrics."""
+def search_settings(client, search_run) -> dict:
+    """The search's `search` settings as it resolved them ({} for a search without the file)."""
     try:
-        settings = resolved_space(client, search_run.info.run_id).get("search", {})
-    except RunsError:  # a search without the file: the default direction
-        return "max"
-    return settings.get("mode", "max") if settings.get("metric") == metric else "max"
+        return resolved_space(client, search_run.info.run_id).get("search", {})
+    except RunsError:
+        return {}
+
+
+def search_folds(client, search_run) -> tuple[int, int]:
+    """(folds per trial = data.folds x data.repeats, k = data.folds) of the search (the data
+    section is fixed per search); the defaults for a search that logged no resolved space."""
+    from gantune.trainables.config import TrialConfig
+
+    try:
+        fixed = resolved_space(client, search_run.info.run_id).get("fixed", {})
+    except RunsError:
+        fixed = {}
+    data = TrialConfig.from_flat({k: v for k, v in fixed.items() if k.startswith("data.")}).data
+    return data.total_folds, data.folds
 
 
 def has_generator(client, run_id: str) -> bool:
     return any(a.path == "generator/MLmodel" for a in client.list_artifacts(run_id, "generator"))
 
 
-def choose(client, experiment_name: str, metric: str, mode: str | None) -> Choice:
+def evaluation_runs(client, experiment_id: str, search_run_id: str) -> list:
+    return client.search_runs([experiment_id], EVALUATION_FILTER.format(parent=search_run_id), max_results=1000)
+
+
+def gate(best, baseline, paired, evaluations: list, metric: str, mode: str, total_folds: int) -> tuple[Check, ...]:
+    """The four checks (see the module docstring), each with its numbers."""
+    if baseline is None:
+        return (Check("baseline", False, f"the search has no real_only trial that finished all {total_folds} folds "
+                                         f"with '{metric}': nothing to compare with"),)
+    base = f"real_only trial {trial_id_of(baseline)}"
+    checks = []
+    if paired is None:
+        checks.append(Check("paired folds", False, f"per-fold values fold<i>_{metric} of all {total_folds} folds are "
+                                                   f"missing on the trial or on {base}"))
+    else:
+        lcb = f"{paired.lcb:+.4f}" if math.isfinite(paired.lcb) else "n/a"
+        checks.append(Check("paired folds", paired.mean > 0,
+                            f"paired per-fold difference to {base} {paired.mean:+.4f} over {paired.folds} folds "
+                            f"(one-sided 95% lower bound {lcb}, Nadeau-Bengio corrected); must be > 0"))
+        sign = 1 if mode == "max" else -1  # paired is oriented higher-is-better; show the metric's own values
+        checks.append(Check("worst fold", paired.worst_a >= paired.worst_b,
+                            f"worst fold {sign * paired.worst_a:.4f} vs the baseline's {sign * paired.worst_b:.4f}; "
+                            f"must not be worse"))
+    negative = [e for e in evaluations if e.data.metrics.get("paired_delta_auc", 0.0) < 0]
+    if not evaluations:
+        checks.append(Check("test evaluation", True, "no evaluation run of this search yet (gantune evaluate adds the "
+                                                     "test-split check)"))
+    else:
+        shown = ", ".join(
+            f"run {e.info.run_id} paired_delta_auc {e.data.metrics.get('paired_delta_auc', math.nan):+.4f} "
+            f"[{e.data.metrics.get('paired_delta_auc_ci_low', math.nan):+.4f}, {e.data.metrics.get('paired_delta_auc_ci_high', math.nan):+.4f}]"
+            f" vs {e.data.params.get('better_baseline', '?')}" for e in evaluations)
+        checks.append(Check("test evaluation", not negative, f"{shown}; must not be negative"))
+    return tuple(checks)
+
+
+def choose(client, experiment_name: str, metric: str, mode: str | None, rank_by: str | None = None) -> Choice:
     experiment, search = experiment_and_latest_search(client, experiment_name, PromoteError)
-    mode = mode or search_mode(client, search, metric)
+    settings = search_settings(client, search)
+    mode = mode or (settings.get("mode", "max") if settings.get("metric") == metric else "max")
+    rank_by = rank_by or settings.get("rank_by", "mean")
+    total_folds, folds = search_folds(client, search)
     trials = trial_runs(client, experiment.experiment_id, search.info.run_id)
+    # The baseline: the best real_only trial that ran every fold.
+    baselines = rank_complete_runs([r for r in trials if r.data.tags.get("gantune.baseline") == "real_only"],
+                                   metric, mode, total_folds, folds)
+    baseline = baselines[0] if baselines else None
     # Only trials that ran every fold: a trial the scheduler stopped early has a noisier mean.
-    finished = rank_runs([r for r in trials if r.info.status == "FINISHED"], metric, mode)
-    best = next((r for r in finished if has_generator(client, r.info.run_id)), None)
+    ranked = rank_complete_runs(trials, metric, mode, total_folds, folds, rank_by, baseline)
+    best = next((r for r in ranked if has_generator(client, r.info.run_id)), None)
     if best is None:
         raise PromoteError(
-            f"search {search.info.run_id} of '{experiment_name}' has no finished trial with '{metric}' and a logged generator"
+            f"search {search.info.run_id} of '{experiment_name}' has no trial that finished all {total_folds} folds "
+            f"with '{metric}' and a logged generator"
         )
-    baselines = rank_runs(
-        [r for r in trials if r.data.tags.get("gantune.baseline") == "real_only" and r.info.status != "FAILED"], metric, mode
-    )
-    return Choice(search, best, baselines[0] if baselines else None, metric, mode)
+    paired = (paired_to_baseline(best.data.metrics, baseline.data.metrics, metric, mode, total_folds, folds)
+              if baseline is not None else None)
+    evaluations = evaluation_runs(client, experiment.experiment_id, search.info.run_id)
+    checks = gate(best, baseline, paired, evaluations, metric, mode, total_folds)
+    return Choice(search, best, baseline, metric, mode, rank_by, paired, checks)
 
 
 def lineage_tags(choice: Choice) -> dict[str, str]:
@@ -103,15 +201,20 @@ def lineage_tags(choice: Choice) -> dict[str, str]:
         "gantune.experiment_id": best.info.experiment_id,
         "gantune.metric": choice.metric,
         "gantune.mode": choice.mode,
+        "gantune.rank_by": choice.rank_by,
         "gantune.metrics": json.dumps({k: v for k, v in sorted(best.data.metrics.items()) if k.startswith("val_")}),
         "gantune.config": json.dumps(dict(sorted(best.data.params.items()))),
         "gantune.config_uri": f"runs:/{best.info.run_id}/config/trial_config.json",
-        "gantune.beats_baseline": str(choice.beats_baseline()).lower(),
+        "gantune.beats_baseline": str(choice.allowed).lower(),
+        "gantune.gate": json.dumps([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in choice.checks]),
     }
     if choice.baseline is not None:
         tags["gantune.baseline_run_id"] = choice.baseline.info.run_id
         tags[f"gantune.baseline_{choice.metric}"] = repr(choice.baseline_value)
         tags[f"gantune.delta_{choice.metric}_vs_real_only"] = repr(choice.value - choice.baseline_value)
+    if choice.paired is not None:
+        tags[f"gantune.paired_delta_{choice.metric}_vs_real_only"] = repr(choice.paired.mean)
+        tags[f"gantune.paired_lcb_{choice.metric}_vs_real_only"] = repr(choice.paired.lcb)
     return {k: v[:MAX_TAG_CHARS] for k, v in tags.items()}
 
 
@@ -129,9 +232,11 @@ def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
     earlier = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     if earlier:
         version = max(earlier, key=lambda v: int(v.version))
+        if forced and not choice.allowed:  # a forced re-promotion of an existing version is recorded too
+            client.set_model_version_tag(model_name, version.version, "gantune.forced", "true")
         client.set_registered_model_alias(model_name, alias, version.version)
         return version
-    tags = {**lineage_tags(choice), "gantune.forced": str(forced and not choice.beats_baseline()).lower()}
+    tags = {**lineage_tags(choice), "gantune.forced": str(forced and not choice.allowed).lower()}
     version = client.create_model_version(
         model_name, source=f"runs:/{run_id}/generator", run_id=run_id, tags=tags,
         description=f"{choice.metric}={choice.value:.4g} (real-only baseline: {choice.baseline_text})",
@@ -141,27 +246,25 @@ def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
 
 
 def promote(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: str | None = None,
-            model_name: str | None = None, alias: str = "champion", force: bool = False):
-    """Pick, check and register; returns (Choice, ModelVersion). Raises PromoteError on refusal."""
+            model_name: str | None = None, alias: str = "champion", force: bool = False, rank_by: str | None = None):
+    """Pick, gate and register; returns (Choice, ModelVersion). Raises PromoteError on refusal."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    choice = choose(client, experiment, metric, mode)
-    if not choice.beats_baseline() and not force:
-        base = "no real-only baseline trial" if choice.baseline is None else f"the real-only baseline's {choice.baseline_text}"
-        raise PromoteError(
-            f"best trial {choice.best.info.run_id} ({metric}={choice.value:.4g}) does not beat {base} "
-            f"in search {choice.search.info.run_id}; nothing registered (--force registers it anyway)"
-        )
+    choice = choose(client, experiment, metric, mode, rank_by)
+    if not choice.allowed and not force:
+        raise PromoteError(f"{choice.explain()}\nin search {choice.search.info.run_id}; nothing registered "
+                           f"(--force registers it anyway, tagged gantune.forced=true)")
     version = register(client, choice, model_name or f"{experiment}-generator", alias, force)
     return choice, version
 
 
 def promote_main(args) -> int:
-    choice, version = promote(
-        args.tracking_uri, args.experiment, args.metric, args.mode, args.model_name, args.alias, args.force
-    )
+    choice, version = promote(args.tracking_uri, args.experiment, args.metric, args.mode, args.model_name, args.alias,
+                              args.force, args.rank_by)
+    why = "promoted because it passes the gate" if choice.allowed else "FORCED past the gate (--force; tagged gantune.forced=true)"
     print(
+        f"{choice.explain()}\n{why}.\n"
         f"{version.name} version {version.version} is @{args.alias}: trial run {choice.best.info.run_id} "
         f"({choice.metric}={choice.value:.4g}, real-only baseline {choice.baseline_text}) "
         f"of search {choice.search.info.run_id}\n  load it with: models:/{version.name}@{args.alias}"

@@ -23,6 +23,7 @@ from gantune.trainables.gans import GANConfig, RefinerConfig, fit_dcgan, fit_ref
 from gantune.trainables.tracking import TrialRun
 
 CLASS_NAMES = ("malignant", "normal_benign")
+FOLD_SPREAD = (-0.02, -0.01, 0.0, 0.01, 0.02)
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -46,6 +47,10 @@ def make_trial(client, experiment_id, parent_id, trial_id, auc, *, status="FINIS
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     client.log_param(run_id, "synth.ratio", 0.0 if baseline else 1.0)
     client.log_metric(run_id, "val_auc", auc)
+    # Every fold of the default 5-fold split, spread around the mean (the gate pairs them by fold).
+    for i, offset in enumerate(FOLD_SPREAD):
+        client.log_metric(run_id, f"fold{i}_val_auc", auc + offset)
+    client.log_metric(run_id, "folds_done", len(FOLD_SPREAD))
     client.log_metric(run_id, "val_accuracy", auc - 0.1)
     if generator is not None:
         gans, refiners = generator
@@ -109,6 +114,7 @@ def test_promote_registers_best_trial_with_generator_and_lineage(store):
     assert tags["gantune.parent_run_id"] == store.parent
     assert tags["gantune.trial_id"] == "good"
     assert json.loads(tags["gantune.metrics"]) == pytest.approx({"val_auc": 0.80, "val_accuracy": 0.70})
+    assert float(tags["gantune.paired_delta_val_auc_vs_real_only"]) == pytest.approx(0.10)
     assert json.loads(tags["gantune.config"]) == {"synth.ratio": "1.0"}
     assert float(tags["gantune.baseline_val_auc"]) == pytest.approx(0.70)
     assert float(tags["gantune.delta_val_auc_vs_real_only"]) == pytest.approx(0.10)
@@ -121,7 +127,7 @@ def test_promote_registers_best_trial_with_generator_and_lineage(store):
 
 
 def test_promote_refuses_when_best_does_not_beat_baseline_unless_forced(store):
-    with pytest.raises(PromoteError, match="does not beat the real-only baseline's 0.7"):
+    with pytest.raises(PromoteError, match="paired per-fold difference to real_only trial base -0.0500"):
         promote(store.uri, "worse")
     with pytest.raises(Exception):
         store.client.get_registered_model("worse-generator")  # nothing registered
