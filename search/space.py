@@ -18,7 +18,7 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, TrialConfig, check_key, unsafe_name
+from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key, unsafe_name
 from gantune.trainables.generative_metrics import GEN_METRIC_NAMES
 from gantune.trainables.metrics import trial_metric_names
 
@@ -69,7 +69,8 @@ FIXED_SECTIONS = {
 
 BASELINE_VALUES = {
     "real_only": {"synth.ratio": 0.0, "augment.enabled": False, "augment.strength": 0.0},
-    "classic_aug": {"synth.ratio": 0.0, "augment.enabled": True},
+    "classic_aug": {"synth.ratio": 0.0, "augment.enabled": True, "augment.policy": "classic"},
+    "trivial_aug": {"synth.ratio": 0.0, "augment.enabled": True, "augment.policy": "trivial"},
 }
 """The searched values that turn a trial into each baseline."""
 
@@ -78,6 +79,8 @@ BASELINE_NEEDS = {
     "(augment.enabled false, or augment.strength searched from 0)",
     "classic_aug": "it needs 'synth.ratio' searched with 0 in its range, augment.enabled true and "
     "augment.strength searched (its midpoint is the baseline's strength)",
+    "trivial_aug": "it needs 'synth.ratio' searched with 0 in its range, augment.enabled true, "
+    "augment.policy searched over a choice with 'trivial' (or fixed to it) and augment.strength searched",
 }
 
 SMOKE_TEST = {
@@ -308,7 +311,13 @@ def load_space(path: str | Path) -> Space:
 
 
 def check_baselines(space: Space) -> None:
-    space.baseline_points()  # raises a SpaceError naming what a listed baseline needs
+    try:
+        # The fixed values together: checks between fields (preprocess clip_low < clip_high,
+        # family-specific keys) only see one key at a time in `check`.
+        TrialConfig.from_flat(space.fixed)
+        space.baseline_points()  # raises a SpaceError naming what a listed baseline needs
+    except ConfigError as exc:
+        raise SpaceError(f"{space.path}: {exc}") from None
     check_metrics(space)
 
 
