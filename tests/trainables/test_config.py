@@ -118,3 +118,11 @@ def test_positive_class_is_checked_against_the_dataset():
     check_dataset_fit(TrialConfig.from_flat({"data.positive_class": 1}), num_classes=2)
     with pytest.raises(ConfigError, match=r"'data.positive_class' must be a class index below the dataset's 2 classes \(0..1\), got 7"):
         check_dataset_fit(TrialConfig.from_flat({"data.positive_class": 7}), num_classes=2)
+
+
+def test_the_trial_time_filter_check_names_the_space_key():
+    """Issue 12: it said 'filter.threshold', a key that does not exist."""
+    from gantune.trainables.gans.filter import check_threshold
+
+    with pytest.raises(ValueError, match=r"^'synth.filter_threshold' must be in \[0, 1\], got 5"):
+        check_threshold(5)

@@ -13,7 +13,7 @@ from .base import TrainedGAN
 
 def check_threshold(threshold: float) -> None:
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"'filter.threshold' must be in [0, 1], got {threshold}")
+        raise ValueError(f"'synth.filter_threshold' must be in [0, 1], got {threshold}")  # the space key
 
 
 def score_filter(gan: TrainedGAN, images: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
