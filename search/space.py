@@ -55,6 +55,10 @@ class SearchSettings:
     with `mode: [max, max]`; empty = single objective."""
     objective_modes: tuple[str, ...] = ()
     """'max' or 'min' for each of `objectives`."""
+    rank_by: str = "mean"
+    """How the leaderboard and `promote` rank trials that finished every fold: 'mean' (the
+    metric's mean over folds) or 'paired_lcb' (the one-sided 95 % lower confidence bound of the
+    paired per-fold difference to the real_only baseline; needs that baseline)."""
 
     @property
     def multi_objective(self) -> bool:
@@ -68,7 +72,7 @@ FIXED_SECTIONS = {
 """Sections read on the driver when the dataset is loaded: one value per search."""
 
 BASELINE_VALUES = {
-    "real_only": {"synth.ratio": 0.0, "augment.enabled": False, "augment.strength": 0.0},
+    "real_only": {"synth.ratio": 0.0, "augment.enabled": False},
     "classic_aug": {"synth.ratio": 0.0, "augment.enabled": True, "augment.policy": "classic"},
     "trivial_aug": {"synth.ratio": 0.0, "augment.enabled": True, "augment.policy": "trivial"},
 }
@@ -118,6 +122,8 @@ class Space:
         for name in self.search.baselines:
             point = {key: neutral_value(d) for key, d in self.domains.items()}
             point.update({k: v for k, v in BASELINE_VALUES[name].items() if k in self.domains})
+            if name == "real_only" and "augment.enabled" not in self.domains and "augment.strength" in self.domains:
+                point["augment.strength"] = 0.0  # augmentation fixed on: off through its strength
             cfg = TrialConfig.from_flat({**self.fixed, **point})
             inside = all(in_domain(point[k], d) for k, d in self.domains.items())
             if cfg.baseline_name() != name or not inside:
@@ -232,6 +238,13 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
         raise SpaceError(f"{path}: 'search.scheduler' must be asha or fifo, got {settings.scheduler!r}")
     if settings.sampler not in ("tpe", "random"):
         raise SpaceError(f"{path}: 'search.sampler' must be tpe or random, got {settings.sampler!r}")
+    from .leaderboard import RANK_BY
+
+    if settings.rank_by not in RANK_BY:
+        raise SpaceError(f"{path}: 'search.rank_by' must be one of {list(RANK_BY)}, got {settings.rank_by!r}")
+    if settings.rank_by == "paired_lcb" and "real_only" not in settings.baselines:
+        raise SpaceError(f"{path}: 'search.rank_by: paired_lcb' pairs every trial with the real_only baseline; "
+                         f"add real_only to 'search.baselines' (got {list(settings.baselines)})")
     unknown = set(settings.baselines) - set(BASELINE_VALUES)
     if unknown:
         raise SpaceError(f"{path}: 'search.baselines' has unknown {sorted(unknown)}; use {sorted(BASELINE_VALUES)}")
@@ -337,11 +350,19 @@ def check_metrics(space: Space) -> None:
             raise SpaceError(f"{space.path}: '{key}' must be a metric trials report, got {name!r}{hint} Valid: {', '.join(valid)}")
 
 
-def check_name(where: str, key: str, name: str) -> None:
-    """An experiment name becomes a file name (the resume record) and a folder (artifacts): a
-    SpaceError naming `key` when it could leave those folders."""
+def name_error(name: Any, label: str) -> str | None:
+    """Why an experiment name cannot be used, or None. The name becomes a file name (the resume
+    record `<storage>/<name>.gantune.json`) and a folder (artifacts), so it must not lead out of
+    them. `label` is how the user gave it: "'name'" in a space file, "--experiment" on the CLI."""
     if not isinstance(name, str):
-        raise SpaceError(f"{where}: '{key}' must be a string, got {name!r}")
+        return f"{label} must be a string, got {name!r}"
     problem = unsafe_name(name)
     if problem:
-        raise SpaceError(f"{where}: '{key}' {name!r} {problem}; it names files and folders, so use letters, digits, '-', '_' or '.'")
+        return f"{label} {name!r} {problem}; it names files and folders, so use letters, digits, '-', '_' or '.'"
+    return None
+
+
+def check_name(where: str, key: str, name: Any) -> None:
+    """SpaceError "<file>: 'name' '../x' contains '..'; ..." for an unusable experiment name."""
+    if error := name_error(name, f"'{key}'"):
+        raise SpaceError(f"{where}: {error}")
