@@ -69,9 +69,10 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
     against the better of them."""
     metric, mode = space.search.metric, space.search.mode
     total_folds = TrialConfig.from_flat(space.fixed).data.total_folds
-    rows = []
+    rows, folds_of = [], []  # folds_of: per row, the per-fold values of the metric (or None)
     for result in result_grid:
         m = result.metrics or {}
+        folds_of.append(fold_values(m, metric, total_folds))
         value = m.get(metric)
         rows.append({
             "trial_id": m.get("trial_id", ""),
@@ -94,8 +95,9 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
         for name, value in baselines.items():
             row[f"delta_{metric}_vs_{name}"] = row[metric] - value
         row[f"delta_{metric}_vs_best_baseline"] = row[metric] - best_baseline
-    sign = -1 if mode == "max" else 1
-    return sorted(rows, key=lambda r: (math.isnan(r[metric]), sign * (0 if math.isnan(r[metric]) else r[metric])))
+    if space.search.rank_by == "paired_lcb":
+        add_paired_lcb(rows, folds_of, space)
+    return sorted(rows, key=lambda r: rank_key(r, space))
 
 
 def leaderboard_columns(space) -> list[str]:
@@ -104,7 +106,8 @@ def leaderboard_columns(space) -> list[str]:
     if len(deltas) > 1:
         deltas.append(f"delta_{metric}_vs_best_baseline")
     spread = [f"{metric}_min_fold"] if fold_spread(metric) else []
-    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, "baseline", "folds_done", "status",
+    lcb = [paired_lcb_column(metric)] if space.search.rank_by == "paired_lcb" else []
+    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, *lcb, "baseline", "folds_done", "status",
             *sorted(space.domains)]
 
 
@@ -155,18 +158,55 @@ def run_complete(run, metric: str, total_folds: int) -> bool:
             and trial_status(False, run.data.metrics, total_folds) == "OK")
 
 
-def paired_to_baseline(metrics: dict, baseline_metrics: dict, metric: str, mode: str, total_folds: int, folds: int):
-    """search.stats.FoldDelta of a trial against the baseline on the same folds (fold i with fold
+def paired_folds(a: list[float] | None, b: list[float] | None, mode: str, folds: int):
+    """search.stats.FoldDelta of per-fold values a against b on the same folds (fold i with fold
     i: the data section, hence the split, is fixed per search), oriented so that positive means
     better (a 'min' metric is negated) and with the Nadeau-Bengio correction for k-fold
-    (test/train = 1/(k-1)); None unless both reported every fold."""
+    (test/train = 1/(k-1)); None unless both are given."""
     from .stats import fold_delta
 
-    a, b = fold_values(metrics, metric, total_folds), fold_values(baseline_metrics, metric, total_folds)
     if a is None or b is None:
         return None
     sign = 1.0 if mode == "max" else -1.0
     return fold_delta([sign * v for v in a], [sign * v for v in b], test_train_ratio=1 / (folds - 1) if folds > 1 else 0.0)
+
+
+def paired_to_baseline(metrics: dict, baseline_metrics: dict, metric: str, mode: str, total_folds: int, folds: int):
+    """`paired_folds` of two trials' metrics (None unless both reported every fold)."""
+    return paired_folds(fold_values(metrics, metric, total_folds), fold_values(baseline_metrics, metric, total_folds),
+                        mode, folds)
+
+
+def paired_lcb_column(metric: str) -> str:
+    return f"paired_lcb_{metric}_vs_real_only"
+
+
+def add_paired_lcb(rows: list[dict], folds_of: list, space) -> None:
+    """Each row's paired lower bound to the best complete real_only row (nan without one, or for a
+    trial that did not report every fold)."""
+    metric, mode = space.search.metric, space.search.mode
+    data = TrialConfig.from_flat(space.fixed).data
+    column = paired_lcb_column(metric)
+    base = [(r, f) for r, f in zip(rows, folds_of) if r["baseline"] == "real_only" and r["status"] == "OK" and f is not None]
+    best = (max if mode == "max" else min)(base, key=lambda rf: rf[0][metric])[1] if base else None
+    for row, folds in zip(rows, folds_of):
+        paired = paired_folds(folds, best, mode, data.folds)
+        row[column] = paired.lcb if paired is not None else float("nan")
+
+
+STATUS_ORDER = {"OK": 0, "STOPPED": 1}
+"""Complete trials rank first, then trials the scheduler stopped early, then failed ones."""
+
+
+def rank_key(row: dict, space) -> tuple:
+    """Leaderboard order: by status (STATUS_ORDER), then by the paired lower bound (search.rank_by
+    paired_lcb; higher is better), then by the metric's mean; nan values last in each."""
+    metric = space.search.metric
+    sign = -1 if space.search.mode == "max" else 1
+    mean = row[metric]
+    lcb = row.get(paired_lcb_column(metric), math.nan)
+    return (STATUS_ORDER.get(row["status"], 2), math.isnan(lcb), 0.0 if math.isnan(lcb) else -lcb,
+            math.isnan(mean), 0.0 if math.isnan(mean) else sign * mean)
 
 
 def rank_complete_runs(runs: list, metric: str, mode: str, total_folds: int, folds: int,

@@ -111,7 +111,10 @@ def trainable(config: dict, settings: StudySettings) -> None:
             run.finish()  # before the last report: the scheduler may stop the trial at any report
         with tempfile.TemporaryDirectory() as directory:
             save_fold_results(results, directory)
-            tune.report({**means, **fold_metrics(result), "folds_done": len(results)},
+            # Every fold so far, not just this one: the last result then holds all of them, which
+            # the leaderboard pairs with the real_only trial's (search.rank_by paired_lcb).
+            every_fold = {k: v for r in results for k, v in fold_metrics(r).items()}
+            tune.report({**means, **every_fold, "folds_done": len(results)},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:

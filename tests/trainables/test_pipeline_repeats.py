@@ -71,8 +71,9 @@ def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatc
     pipeline.trainable({}, settings)
     assert [r["folds_done"] for r in reports] == [1, 2, 3, 4]
     assert checkpointed == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
-    for i, r in enumerate(reports):  # each report carries its own fold's metrics under a unique key
-        assert f"fold{i}_val_auc" in r and not any(f"fold{j}_val_auc" in r for j in range(4) if j != i)
+    for i, r in enumerate(reports):  # each report carries every fold so far, each under its own key
+        assert [j for j in range(4) if f"fold{j}_val_auc" in r] == list(range(i + 1))
+        assert all(r[f"fold{j}_val_auc"] == reports[j][f"fold{j}_val_auc"] for j in range(i + 1))
     assert run.events[-2:] == [("finish",), ("report",)]  # ended before the last report (ASHA may stop there)
     assert run.events.count(("finish",)) == 1
 
