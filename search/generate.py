@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import sys
 from dataclasses import dataclass
@@ -85,9 +86,17 @@ def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Pat
         raise GenerateError(f"{model_uri} is not an MLflow model (no MLmodel file)")
     flavor = yaml.safe_load(mlmodel.read_text()).get("flavors", {}).get("python_function", {})
     checkpoint = flavor.get("artifacts", {}).get("checkpoint", {}).get("path")
-    if not checkpoint or not (local / checkpoint).exists():
+    if not checkpoint:
         raise GenerateError(f"{model_uri}: no gantune generator checkpoint in its MLmodel artifacts")
-    return local / checkpoint
+    # The MLmodel file is as untrusted as the model: a crafted `../..` or absolute path (or a
+    # symlink) must not make us read a file outside what was downloaded.
+    root, path = local.resolve(), (local / checkpoint).resolve()
+    if not path.is_relative_to(root):
+        raise GenerateError(f"{model_uri}: its MLmodel's checkpoint path {checkpoint!r} points outside the "
+                            "downloaded model; refusing to read it")
+    if not path.is_file():
+        raise GenerateError(f"{model_uri}: no gantune generator checkpoint in its MLmodel artifacts")
+    return path
 
 
 @dataclass
@@ -180,7 +189,11 @@ def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
+        try:
+            samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
+        except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met a pickled object
+            raise GenerateError(f"{model_uri}: its checkpoint holds pickled Python objects, which gantune never "
+                                f"loads (weights only): {str(exc).splitlines()[0]}") from exc
     images, class_names = samples.images, samples.class_names
     files = write_npz(out, images, class_names) if fmt == "npz" else write_per_image(out, images, class_names, fmt)
     metadata = {
