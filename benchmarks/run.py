@@ -24,6 +24,7 @@ TARGETS = {
     "tune_overhead": "<= 0.10",
     "search_compute_fraction": "<= 0.5",
     "gpu_packing": "> 1 (x4)",
+    "gan_reuse_compute_ratio": "<= 0.4",
 }
 
 SEARCH_EFFICIENCY = {
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timings per figure; the median is kept")
     p.add_argument("--tune-samples", type=int, default=12, help="trials of the demo search timed by benchmark 3 (more trials amortise Ray's start-up)")
     p.add_argument("--search-samples", type=int, default=12, help="trials of each search of benchmark 4")
+    p.add_argument("--reuse-samples", type=int, default=12, help="trials of each search of the gan_reuse benchmark")
+    p.add_argument("--only", choices=("gan_reuse",), help="run only this benchmark of the quick suite")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file (merged into when it exists)")
     return p.parse_args(argv)
 
@@ -52,24 +55,26 @@ def quick_suite(args, images: torch.Tensor) -> tuple[dict, dict, list]:
 
     cpu = torch.device("cpu")
     figures, details, rows = {}, {}, []
-    print(f"[1/3] GAN data path: fit_dcgan vs per-sample DataLoader, {args.steps} steps x {args.repeats}", flush=True)
+    print(f"[1/4] GAN data path: fit_dcgan vs per-sample DataLoader, {args.steps} steps x {args.repeats}", flush=True)
     d = details["data_path"] = data_path_speedup(images, steps=args.steps, repeats=args.repeats, device=cpu)
     figures["data_path_speedup"] = d["data_path_speedup"]
     rows.append(("data_path_speedup", f"{d['data_path_speedup']:.2f}", TARGETS["data_path_speedup"],
                  f"{d['gantune_images_per_s']:.0f} vs {d['naive_png_images_per_s']:.0f} img/s (PNG per sample); "
                  f"{d['data_path_speedup_vs_in_memory']:.2f} vs in-memory per sample"))
-    print(f"[2/3] E-GAN (3 mutations) vs DCGAN iteration, {args.steps} steps x {args.repeats}", flush=True)
+    print(f"[2/4] E-GAN (3 mutations) vs DCGAN iteration, {args.steps} steps x {args.repeats}", flush=True)
     e = details["egan"] = egan_over_dcgan(images, steps=args.steps, repeats=args.repeats, device=cpu)
     figures["egan_over_dcgan"] = e["egan_over_dcgan"]
     rows.append(("egan_over_dcgan", f"{e['egan_over_dcgan']:.2f}", TARGETS["egan_over_dcgan"],
                  f"{e['egan_ms_per_iteration']:.1f} vs {e['dcgan_ms_per_iteration']:.1f} ms/iteration"))
-    print(f"[3/3] Ray Tune overhead: spaces/demo.yaml, {args.tune_samples} trials, 1 CPU each", flush=True)
+    print(f"[3/4] Ray Tune overhead: spaces/demo.yaml, {args.tune_samples} trials, 1 CPU each", flush=True)
     with tempfile.TemporaryDirectory() as work:
         run = run_space({"search.num_samples": args.tune_samples}, Path(work), "bench-tune")
     t = details["tune"] = {**tune_overhead(run), "ran": f"spaces/demo.yaml --num-samples {args.tune_samples} --cpus-per-trial 1"}
     figures["tune_overhead"] = t["tune_overhead"]
     rows.append(("tune_overhead", f"{t['tune_overhead']:.3f}", TARGETS["tune_overhead"],
                  f"{t['inside_trials_seconds']:.0f} s in trials / ({t['wall_seconds']:.0f} s wall x {t['concurrent']})"))
+    for part, merged in zip(reuse_suite(args), (figures, details, rows)):
+        merged.update(part) if isinstance(merged, dict) else merged.extend(part)
     packing = gpu_packing(images, steps=args.steps * 5)
     if packing is None:
         print("[5] gpu_packing skipped: no CUDA device on this machine", flush=True)
@@ -79,6 +84,17 @@ def quick_suite(args, images: torch.Tensor) -> tuple[dict, dict, list]:
         rows.append(("gpu_packing", str({k: round(v, 2) for k, v in packing["gpu_packing"].items()}),
                      TARGETS["gpu_packing"], "aggregate img/s with 2 and 4 trials / 1 trial"))
     return figures, details, rows
+
+
+def reuse_suite(args) -> tuple[dict, dict, list]:
+    from .gan_reuse import gan_reuse
+
+    print(f"[4/4] GAN reuse: benchmarks/spaces/gan_reuse.yaml, {args.reuse_samples} trials, cache off then on", flush=True)
+    r = gan_reuse(args.reuse_samples)
+    row = ("gan_reuse_compute_ratio", f"{r['gan_reuse_compute_ratio']:.2f}", TARGETS["gan_reuse_compute_ratio"],
+           f"{r['gan_trainings_cache_on']} vs {r['gan_trainings_cache_off']} GANs trained; best trial agrees: "
+           f"{r['best_trial_agrees']}")
+    return {"gan_reuse_compute_ratio": r["gan_reuse_compute_ratio"]}, {"gan_reuse": r}, [row]
 
 
 def search_suite(args) -> tuple[dict, dict, list]:
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.search:
         figures, details, rows = search_suite(args)
+    elif args.only == "gan_reuse":
+        figures, details, rows = reuse_suite(args)
     else:
         from gantune.trainables.data.datasets import load_medmnist_npz
 

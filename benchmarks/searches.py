@@ -53,19 +53,21 @@ def read_trials(storage: Path) -> tuple[TrialTimeline, ...]:
     return tuple(trials)
 
 
-def run_space(overrides: dict, workdir: Path, experiment: str, space_file: Path = DEMO_SPACE) -> SearchRun:
+def run_space(overrides: dict, workdir: Path, experiment: str, space_file: Path = DEMO_SPACE, **options) -> SearchRun:
     """One search of `space_file` with `overrides` (space keys, e.g. "search.num_samples"), its
-    MLflow store and Tune storage under `workdir`, 1 CPU per trial."""
+    MLflow store and Tune storage under `workdir`, 1 CPU per trial; `options`: other SearchOptions
+    fields (e.g. no_gan_cache=True)."""
     from gantune.search.dataset import load_data
     from gantune.search.space import load_space
-    from gantune.search.tuner import RunOptions, run_search
+    from gantune.search.options import SearchOptions
+    from gantune.search.tuner import run_search
 
     space = load_space(space_file).with_overrides(overrides)
     data, skipped = load_data(space, skip_bad=False)
     storage = workdir / "ray_results"
-    options = RunOptions(
+    options = SearchOptions(
         experiment=experiment, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", storage_path=str(storage),
-        cpus_per_trial=1.0, verbose=0,
+        cpus_per_trial=1.0, quiet=True, **options,
     )
     started, start = time.time(), time.perf_counter()
     run_search(space, data, options, skipped_files=skipped)
