@@ -6,14 +6,16 @@ touches MLflow, and `search --dry-run` stops after printing the resolved configu
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import json
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
+
+from .options import FLAGS, SearchOptions, default, field_help
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -33,38 +35,47 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
-def add_search_parser(sub) -> None:
-    p = sub.add_parser(
-        "search",
-        help="run a search over GAN augmentation pipelines",
-        description="Run a Ray Tune + Optuna search defined by a space file; every trial is an MLflow run.",
-        epilog="example: gantune search spaces/demo.yaml --num-samples 6 --experiment demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_option(p, name: str, **kwargs) -> None:
+    """A SearchOptions field as a `gantune search` flag: its default and help come from the
+    dataclass, so they are written once (search/options.py)."""
+    value = default(name)
+    text = help_text(name)
+    if value is not None and value is not False:
+        text += f" (default: {value})"
+    if isinstance(value, bool):
+        kwargs.setdefault("action", "store_true")
+    p.add_argument(FLAGS[name], dest=name, default=value, help=text, **kwargs)
+
+
+def help_text(name: str) -> str:
+    """A SearchOptions field's docstring as flag help: argparse style (lower case, no full stop)."""
+    text = field_help()[name].rstrip(".")
+    return text[0].lower() + text[1:] if text[1:2].islower() else text
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="search space YAML file (see spaces/)")
     p.add_argument("--data", help="dataset path; overrides data.path of the space file")
-    p.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
+    add_option(p, "experiment")
     p.add_argument("--num-samples", type=int, help="number of trials, baselines included")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
-    p.add_argument("--storage-path", default="ray_results", help="Ray Tune storage: a local/shared path or s3:// URI")
-    p.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' or 'ray://head:10001')")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials on a GPU")
+    add_option(p, "storage_path")
+    add_option(p, "address")
+    add_option(p, "cpus_per_trial", type=float)
+    add_option(p, "gpus_per_trial", type=float)
     p.add_argument("--max-concurrent", type=int, help="trials running at once")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    add_option(p, "seed", type=int)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a value of the space, e.g. --set gan.steps=100 (repeatable)")
     p.add_argument("--smoke-test", action="store_true", help="shrink every budget so the search takes a couple of minutes")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray")
-    p.add_argument("--quiet", action="store_true", help="no live progress view, one line per finished trial (for CI logs)")
+    add_option(p, "quiet")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (listed on the parent run) instead of stopping")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the experiment's killed search (same space, --set values, --storage-path, --experiment)")
-    p.add_argument("--max-failures", type=int, default=1,
-                   help="retries of a trial that raised (diverged / out-of-memory trials are never retried)")
-    p.add_argument("--optuna-storage", metavar="URL",
-                   help="keep the Optuna study in this database (e.g. postgresql://user@host/optuna)")
-    p.set_defaults(func=search_main)
+    add_option(p, "resume")
+    add_option(p, "max_failures", type=int)
+    cache = p.add_mutually_exclusive_group()
+    add_option(cache, "gan_cache", metavar="URI")
+    add_option(cache, "no_gan_cache")
+    add_option(p, "optuna_storage", metavar="URL")
 
 
 def resolve_space(args):
@@ -85,39 +96,35 @@ def resolve_space(args):
     return space.with_overrides(overrides)
 
 
-def search_main(args) -> int:
-    from gantune.trainables.data.datasets import DatasetError
+def search_options(args, space) -> SearchOptions:
+    """The flags as SearchOptions: the experiment defaults to the space's name."""
+    values = {f.name: getattr(args, f.name) for f in fields(SearchOptions)}
+    values.update(experiment=args.experiment or space.name, optuna_storage=optuna_storage_uri(args.optuna_storage))
+    return SearchOptions(**values)
 
+
+def search_main(args) -> int:
     from .space import SpaceError
-    from .tracking import default_tracking_uri
 
     try:
         space = resolve_space(args)
     except SpaceError as exc:
         raise UserError(str(exc)) from exc
-    experiment = args.experiment or space.name
-    tracking_uri = args.tracking_uri or default_tracking_uri()
-    resolved = {**space.resolved(), "experiment": experiment, "tracking_uri": tracking_uri}
-    print(json.dumps(resolved, indent=2, default=str))
+    options = search_options(args, space)
+    print(json.dumps({**space.resolved(), "options": options.to_dict()}, indent=2, default=str))
     if args.dry_run:
         return 0
-    check_tracking(tracking_uri)
+    check_tracking(options.tracking_uri)
+    from gantune.trainables.data.datasets import DatasetError
+
     from .dataset import load_data
 
     try:
         data, skipped = load_data(space, args.skip_bad)
     except DatasetError as exc:
         raise UserError(str(exc)) from exc
-    from .tuner import RunOptions, run_search
-
-    options = RunOptions(
-        experiment=experiment, tracking_uri=tracking_uri, storage_path=args.storage_path,
-        address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        seed=args.seed, verbose=0 if args.quiet else 1,
-        resume=args.resume, max_failures=args.max_failures, optuna_storage=optuna_storage_uri(args.optuna_storage),
-    )
     from .resume import ResumeError
-    from .tuner import ClusterError, SearchInterrupted
+    from .tuner import ClusterError, SearchInterrupted, run_search
 
     start = time.monotonic()
     try:
@@ -128,7 +135,7 @@ def search_main(args) -> int:
         again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
         print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print_summary(space, rows, parent_run_id, tracking_uri, time.monotonic() - start)
+    print_summary(space, rows, parent_run_id, options.tracking_uri, time.monotonic() - start)
     return 0 if rows else 1
 
 
@@ -154,61 +161,6 @@ def check_tracking(tracking_uri: str) -> None:
         raise UserError(str(exc)) from exc
 
 
-TRACKING_COMMANDS = {
-    "promote": (
-        "register the best trial's generator as <experiment>-generator@champion",
-        "Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
-        "gantune promote --experiment demo --metric val_auc",
-    ),
-    "generate": (
-        "write N synthetic images per class from a registered generator",
-        "Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
-        "gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
-    ),
-    "report": (
-        "leaderboard, plots and an HTML summary of an experiment's latest search",
-        "Print the leaderboard of the experiment's latest search and log plots (optimisation history, "
-        "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
-        "gantune report --experiment demo --top 5",
-    ),
-    "evaluate": (
-        "refit the best config and both baselines, score them once on the test split",
-        "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
-        "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
-        "gantune evaluate --experiment demo --split test --seeds 5",
-    ),
-}
-"""Commands that read an experiment from MLflow: name -> (help, description, example). Each lives
-in search/<name>.py with `add_arguments(parser)`, `<name>_main(args)` and `<Name>Error`."""
-
-
-def add_tracking_parser(sub, name: str) -> None:
-    help_text, description, example = TRACKING_COMMANDS[name]
-    p = sub.add_parser(
-        name, help=help_text, description=description, epilog=f"example: {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    importlib.import_module(f"gantune.search.{name}").add_arguments(p)
-    p.set_defaults(func=functools.partial(tracking_command, name))
-
-
-def tracking_command(name: str, args) -> int:
-    """Resolve the tracking URI, check the server answers, run; the module's own error -> exit 2."""
-    module = importlib.import_module(f"gantune.search.{name}")
-    args.tracking_uri = args.tracking_uri or default_uri()
-    check_tracking(args.tracking_uri)
-    try:
-        return getattr(module, f"{name}_main")(args)
-    except getattr(module, f"{name.capitalize()}Error") as exc:
-        raise UserError(str(exc)) from exc
-
-
-def default_uri() -> str:
-    from .tracking import default_tracking_uri
-
-    return default_tracking_uri()
-
-
 def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
     from .leaderboard import format_table, leaderboard_columns
 
@@ -221,11 +173,7 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
         print(f"\nMLflow UI: {tracking_uri}")
 
 
-def add_data_parser(sub) -> None:
-    p = sub.add_parser(
-        "data", help="inspect a dataset before searching it", description="Inspect a dataset before searching it.",
-        epilog="example: gantune data check data/breastmnist.npz --folds 3", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = data_sub.add_parser(
         "check",
@@ -239,7 +187,10 @@ def add_data_parser(sub) -> None:
     c.add_argument("--folds", type=int, help="folds the search will use (a class needs at least this many images; default 5)")
     c.add_argument("--space", help="take 'preprocess' settings and data.folds from this space file")
     c.add_argument("--skip-bad", action="store_true", help="judge the dataset as `search --skip-bad` would: unreadable files skipped")
-    c.set_defaults(func=data_check_command)
+
+
+def data_main(args) -> int:
+    return {"check": data_check_command}[args.data_command](args)
 
 
 def data_check_command(args) -> int:
@@ -260,46 +211,188 @@ def data_check_command(args) -> int:
     return data_check_main(argparse.Namespace(path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess))
 
 
-def add_server_parser(sub) -> None:
-    from gantune.mlflow_server import add_server_arguments, server_main
+@dataclass(frozen=True)
+class Entry:
+    """What a command's module exposes: its parser-builder, its main, its bad-input errors."""
 
-    p = sub.add_parser(
-        "server",
-        help="start an MLflow tracking server (SQLite by default; PostgreSQL + S3 for production)",
-        description="Start `mlflow server` bound to 127.0.0.1 with a SQLite store and proxied artifacts by default; "
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    main: Callable[[argparse.Namespace], int]
+    """Runs the command; returns the exit code."""
+    errors: tuple[type[Exception], ...] = ()
+    """Printed without a traceback, exit 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `gantune` subcommand."""
+
+    help: str
+    """Its line in `gantune --help`'s command list."""
+    description: str
+    example: str
+    load: Callable[[], Entry]
+    """Imports the command's module. Called only for the command that runs (or whose --help is
+    shown), so `gantune --help` imports no command module, and no command pays for another's
+    imports (evaluate's torch, report's matplotlib)."""
+    tracking: bool = False
+    """Takes --tracking-uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db, resolved before main)."""
+    check_tracking: bool = False
+    """Reads MLflow from the start: the tracking server must answer before main runs."""
+
+
+def search_entry() -> Entry:
+    return Entry(add_search_arguments, search_main)
+
+
+def promote_entry() -> Entry:
+    from . import promote
+
+    return Entry(promote.add_arguments, promote.promote_main, (promote.PromoteError,))
+
+
+def generate_entry() -> Entry:
+    from . import generate
+
+    return Entry(generate.add_arguments, generate.generate_main, (generate.GenerateError,))
+
+
+def report_entry() -> Entry:
+    from . import report
+
+    return Entry(report.add_arguments, report.report_main, (report.ReportError,))
+
+
+def evaluate_entry() -> Entry:
+    from . import evaluate
+
+    return Entry(evaluate.add_arguments, evaluate.evaluate_main, (evaluate.EvaluateError,))
+
+
+def data_entry() -> Entry:
+    return Entry(add_data_arguments, data_main)
+
+
+def cache_entry() -> Entry:
+    from . import gan_cache
+
+    return Entry(gan_cache.add_arguments, gan_cache.cache_main, (gan_cache.CacheError,))
+
+
+def server_entry() -> Entry:
+    from gantune.mlflow_server import cli
+
+    return Entry(cli.add_server_arguments, cli.server_main)
+
+
+COMMANDS: dict[str, Command] = {
+    "search": Command(
+        "run a search over GAN augmentation pipelines",
+        "Run a Ray Tune + Optuna search defined by a space file; every trial is an MLflow run.",
+        "gantune search spaces/demo.yaml --num-samples 6 --experiment demo",
+        search_entry, tracking=True,
+    ),
+    "promote": Command(
+        "register the best trial's generator as <experiment>-generator@champion",
+        "Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
+        "gantune promote --experiment demo --metric val_auc",
+        promote_entry, tracking=True, check_tracking=True,
+    ),
+    "generate": Command(
+        "write N synthetic images per class from a registered generator",
+        "Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
+        "gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
+        generate_entry, tracking=True, check_tracking=True,
+    ),
+    "report": Command(
+        "leaderboard, plots and an HTML summary of an experiment's latest search",
+        "Print the leaderboard of the experiment's latest search and log plots (optimisation history, "
+        "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
+        "gantune report --experiment demo --top 5",
+        report_entry, tracking=True, check_tracking=True,
+    ),
+    "evaluate": Command(
+        "refit the best config and both baselines, score them once on the test split",
+        "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
+        "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
+        "gantune evaluate --experiment demo --split test --seeds 5",
+        evaluate_entry, tracking=True, check_tracking=True,
+    ),
+    "data": Command(
+        "inspect a dataset before searching it",
+        "Inspect a dataset before searching it.",
+        "gantune data check data/breastmnist.npz --folds 3",
+        data_entry,
+    ),
+    "cache": Command(
+        "list or prune the generator cache that trials share",
+        "List the trained GANs the searches on a storage path share, or delete old ones / cap the size.",
+        "gantune cache ls\n         gantune cache prune --older-than 30d --max-size 2G",
+        cache_entry,
+    ),
+    "server": Command(
+        "start an MLflow tracking server (SQLite by default; PostgreSQL + S3 for production)",
+        "Start `mlflow server` bound to 127.0.0.1 with a SQLite store and proxied artifacts by default; "
         "options for a PostgreSQL backend store, S3/MinIO artifacts and basic auth.",
-        epilog="example: gantune server --port 5000\n         gantune server --backend-store-uri postgresql://mlflow@db/mlflow "
+        "gantune server --port 5000\n         gantune server --backend-store-uri postgresql://mlflow@db/mlflow "
         "--artifacts-destination s3://gantune/mlflow --auth",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_server_arguments(p)
-    p.set_defaults(func=server_main)
+        server_entry,
+    ),
+}
+"""Every subcommand, in `gantune --help` order."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_tracking_uri(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri, the one declaration every MLflow command shares."""
+    p.add_argument("--tracking-uri", help=help_text("tracking_uri"))
+
+
+def build_parser(load: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; only the commands in `load` (default: all) get their arguments, which
+    imports their modules."""
     parser = argparse.ArgumentParser(
         prog="gantune",
         description="Find the GAN augmentation that most improves a classifier on a small medical image dataset.",
         epilog="example: gantune search spaces/demo.yaml --smoke-test",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_search_parser(sub)
-    for name in TRACKING_COMMANDS:
-        add_tracking_parser(sub, name)
-    add_data_parser(sub)
-    add_server_parser(sub)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(
+            name, help=command.help, description=command.description, epilog=f"example: {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if load is None or name in load:
+            command.load().add_arguments(p)
+            if command.tracking:
+                add_tracking_uri(p)
     return parser
 
 
+def run_command(command: Command, args) -> int:
+    """Resolve the tracking URI (and check the server answers), run; the command's own errors -> exit 2."""
+    entry = command.load()
+    if command.tracking:
+        from .tracking import default_tracking_uri
+
+        args.tracking_uri = args.tracking_uri or default_tracking_uri()
+        if command.check_tracking:
+            check_tracking(args.tracking_uri)
+    try:
+        return entry.main(args)
+    except entry.errors as exc:
+        raise UserError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command comes first
+    parser = build_parser(load=(chosen,) if chosen in COMMANDS else ())
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a command to run again
+    args.argv = argv  # to print a command to run again
     if not sys.stderr.isatty():
         # Logs get the commands' own lines, not MLflow's download bars (ours turn off alike).
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        return args.func(args)
+        return run_command(COMMANDS[args.command], args)
     except UserError as exc:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -36,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="latent seed; class c samples with seed + c")
     p.add_argument("--no-filter", action="store_true",
                    help="skip the trial's discriminator-score filter (applied by default when the trial used one)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ class ReportError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest finished search to report")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
     p.add_argument("--top", type=int, default=10, help="trials shown in the leaderboard (default: 10)")
     p.add_argument("--output", help="also keep a copy of the plots and report.html in this folder")
 

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pyarrow.fs
 
+from .options import FLAGS, RESUME_KEYS
+
 RECORD_SUFFIX = ".gantune.json"
 COMPARED_KEYS = ("fixed", "searched", "search")
-"""Parts of the resolved space that must not change between a search and its resume."""
+"""Parts of the resolved space that must not change between a search and its resume (and the
+options in options.RESUME_KEYS)."""
 
 
 class ResumeError(ValueError):
@@ -111,6 +114,12 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
     if record.tracking_uri != tracking_uri:
         raise ResumeError(f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; pass --tracking-uri {record.tracking_uri}")
     changed = changed_keys(record.resolved, resolved)
+    options = [k for k in changed if k.startswith("options.")]
+    if options:
+        was = record.resolved["options"]
+        names = [k.removeprefix("options.") for k in options]
+        flags = ", ".join(f"{FLAGS[n]} {was[n]}" if was.get(n) is not None else f"no {FLAGS[n]}" for n in names)
+        raise ResumeError(f"{where}: {', '.join(options)} changed since the search started; resume with {flags}")
     if changed:
         raise ResumeError(f"{where}: the space changed since the search started ({', '.join(changed)}); resume with the same space file and --set values")
     return record
@@ -123,4 +132,7 @@ def changed_keys(before: dict, after: dict) -> list[str]:
     for section in COMPARED_KEYS:
         a, b = old.get(section, {}), new.get(section, {})
         changed += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if "options" in old:  # a record written before SearchOptions existed has none to compare
+        a, b = old["options"], new.get("options", {})
+        changed += [f"options.{k}" for k in RESUME_KEYS if a.get(k) != b.get(k)]
     return changed

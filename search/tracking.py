@@ -52,6 +52,7 @@ def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, r
     client.log_dict(run.info.run_id, resolved, "config/resolved_space.json")
     flat = {f"fixed.{k}": str(v) for k, v in resolved["fixed"].items()}
     flat.update({f"searched.{k}": str(v) for k, v in resolved["searched"].items()})
+    flat.update({f"options.{k}": str(v) for k, v in resolved.get("options", {}).items()})  # SearchOptions
     for key, value in flat.items():
         client.log_param(run.info.run_id, key[:250], value[:6000])
     return run.info.run_id

@@ -5,8 +5,6 @@ search/progress.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import optuna
 import ray
 from mlflow.tracking import MlflowClient
@@ -21,29 +19,10 @@ from gantune.trainables.pipeline import StudySettings, trainable
 
 from . import callbacks, plots, resume, tracking
 from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
+from .options import SearchOptions
 from .progress import make_progress
 from .resume import SearchRecord
 from .space import Space
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where and how a search runs; everything not about the space itself."""
-
-    experiment: str
-    tracking_uri: str
-    storage_path: str
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    seed: int = 0
-    verbose: int = 1
-    resume: bool = False
-    """Continue the experiment's last search (see search/resume.py) instead of starting one."""
-    max_failures: int = 1
-    """Retries of a trial that raised (diverged and out-of-memory trials are never retried)."""
-    optuna_storage: str | None = None
-    """Optuna RDB storage URL (postgresql://...) for the study; None keeps it in the searcher."""
 
 
 def make_searcher(space: Space, seed: int, storage: str | None = None, study_name: str | None = None):
@@ -93,7 +72,7 @@ class ClusterError(RuntimeError):
     """The Ray cluster named by --address cannot be joined; the message says what to check."""
 
 
-def init_ray(options: RunOptions, num_cpus: int | None = None) -> None:
+def init_ray(options: SearchOptions, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if options.address:
@@ -111,13 +90,16 @@ def init_ray(options: RunOptions, num_cpus: int | None = None) -> None:
 
 
 def run_search(
-    space: Space, data: DataSplits, options: RunOptions, skipped_files: list[str] = ()
+    space: Space, data: DataSplits, options: SearchOptions, skipped_files: list[str] = ()
 ) -> tuple[list[dict], str]:
     """Run the whole search; returns (leaderboard rows best first, parent run id)."""
+    resolved = {**space.resolved(), "options": options.to_dict()}  # as printed; compared on --resume
+    # A resume that would be refused (another --seed, a changed space) is refused before Ray starts.
+    earlier = resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri) if options.resume else None
     # Ray first: a cluster that cannot be joined must not leave a FAILED parent run behind.
     init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
     client = MlflowClient(options.tracking_uri)
-    record = open_search(client, space, options)
+    record = open_search(client, resolved, options, earlier)
     experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
     tracking.log_dataset(client, parent_run_id, data, skipped_files)
     settings = StudySettings(
@@ -157,14 +139,12 @@ def run_search(
     return rows, parent_run_id
 
 
-def open_search(client: MlflowClient, space: Space, options: RunOptions) -> SearchRecord:
-    """The record of a new search (parent run created), or of the search `--resume` continues
-    (its parent run reopened)."""
-    resolved = space.resolved()
-    if options.resume:
-        record = resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
-        client.update_run(record.parent_run_id, status="RUNNING")
-        return record
+def open_search(client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None) -> SearchRecord:
+    """The record of a new search (parent run created, `resolved` logged on it), or `earlier`,
+    the search `--resume` continues (its parent run reopened)."""
+    if earlier is not None:
+        client.update_run(earlier.parent_run_id, status="RUNNING")
+        return earlier
     experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
     parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
     record = SearchRecord(
@@ -176,12 +156,12 @@ def open_search(client: MlflowClient, space: Space, options: RunOptions) -> Sear
     return record
 
 
-def make_trainable(settings: StudySettings, options: RunOptions):
+def make_trainable(settings: StudySettings, options: SearchOptions):
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
 
 
-def make_tuner(space: Space, settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
+def make_tuner(space: Space, settings: StudySettings, options: SearchOptions, record: SearchRecord) -> tune.Tuner:
     callback_args = (options.tracking_uri, record.experiment_id, record.parent_run_id)
     reporter, progress_callbacks = make_progress(space, quiet=options.verbose == 0)
     return tune.Tuner(
@@ -213,7 +193,7 @@ def make_tuner(space: Space, settings: StudySettings, options: RunOptions, recor
     )
 
 
-def restore_tuner(settings: StudySettings, options: RunOptions, record: SearchRecord) -> tune.Tuner:
+def restore_tuner(settings: StudySettings, options: SearchOptions, record: SearchRecord) -> tune.Tuner:
     """Trials keep their ids (so their MLflow runs are reopened, not duplicated); finished ones
     are kept, unfinished ones go on from the fold after their last report (a per-fold checkpoint),
     errored ones stay errored; the searcher's state comes back

@@ -104,6 +104,8 @@ class TrialConfig:
     def from_flat(cls, flat: dict[str, Any], seed: int = 0) -> TrialConfig:
         """{"gan.lr": 2e-4, "synth.ratio": 1.0, ...} -> TrialConfig; unknown keys are errors."""
         grouped: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        flat = dict(flat)
+        seed = flat.pop("seed", seed)  # to_flat writes it: a trial_config.json says the seed it ran with
         for key, value in flat.items():
             section, name = check_key(key)
             grouped[section][name] = value
@@ -120,9 +122,12 @@ class TrialConfig:
 
     def to_flat(self) -> dict[str, Any]:
         return {
-            f"{section}.{k}": v
-            for section in SECTIONS
-            for k, v in dataclasses.asdict(getattr(self, section)).items()
+            **{
+                f"{section}.{k}": v
+                for section in SECTIONS
+                for k, v in dataclasses.asdict(getattr(self, section)).items()
+            },
+            "seed": self.seed,
         }
 
 

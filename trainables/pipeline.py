@@ -27,9 +27,11 @@ class StudySettings:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    seed: int = 0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    # Seed and resources come from the driver's SearchOptions (search/options.py), the one place
+    # of their defaults.
+    seed: int
+    cpus_per_trial: float
+    gpus_per_trial: float
     """GPU share per trial; a fraction below 1 also caps the trial's CUDA memory to that share."""
     metric: str = "val_auc"
     """The searched metric; a trial that fails for good reports its worst value to the searcher."""

@@ -97,6 +97,7 @@ def test_searcher_is_multi_objective_and_failures_report_every_objective(tmp_pat
     assert [d.name for d in searcher._ot_study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert isinstance(make_scheduler(space), FIFOScheduler)
     settings = StudySettings(fixed={}, data=None, tracking_uri="", experiment_id="", parent_run_id="",
+                             seed=0, cpus_per_trial=1, gpus_per_trial=0,
                              objectives=(("val_auc", "max"), ("val_sensitivity", "min")))
     report = failure_report(DivergedError("x"), settings, 1)
     assert report["val_auc"] == 0.0 and report["val_sensitivity"] == float("inf")

@@ -83,7 +83,9 @@ def test_dry_run_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys,
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["fixed"]["gan.steps"] == 7
     assert resolved["search"]["num_samples"] == 3
-    assert resolved["tracking_uri"].startswith("sqlite:///") and resolved["tracking_uri"].endswith("mlflow.db")
+    options = resolved["options"]  # SearchOptions, printed with the space
+    assert options["tracking_uri"].startswith("sqlite:///") and options["tracking_uri"].endswith("mlflow.db")
+    assert options["seed"] == 0 and options["cpus_per_trial"] == 1.0 and options["experiment"] == "demo"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 

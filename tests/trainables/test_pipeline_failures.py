@@ -35,7 +35,8 @@ def harness(tmp_path, monkeypatch, breast_splits):
 
         monkeypatch.setattr(pipeline, "run_trial", failing_trial)
         settings = StudySettings(fixed={}, data=breast_splits, tracking_uri=uri, experiment_id=exp,
-                                 parent_run_id=parent, metric="val_auc", mode=mode)
+                                 parent_run_id=parent, seed=0, cpus_per_trial=1, gpus_per_trial=0,
+                                 metric="val_auc", mode=mode)
         trainable({"synth.ratio": 1.0}, settings)
         run = client.search_runs([exp], "tags.`gantune.trial_id` = 't0001'")[0]
         return run, reports[-1]

@@ -67,6 +67,7 @@ def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatc
     monkeypatch.setattr(tune, "report", report)
     settings = pipeline.StudySettings(
         fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
+        seed=0, cpus_per_trial=1, gpus_per_trial=0,
     )
     pipeline.trainable({}, settings)
     assert [r["folds_done"] for r in reports] == [1, 2, 3, 4]
@@ -102,6 +103,7 @@ def test_a_restored_trial_with_every_fold_checkpointed_only_closes_its_run(small
     monkeypatch.setattr(tune, "report", lambda *a, **k: pytest.fail("nothing new to report"))
     settings = pipeline.StudySettings(
         fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
+        seed=0, cpus_per_trial=1, gpus_per_trial=0,
     )
     pipeline.trainable({}, settings)
     assert run.events == [("finish",)]

@@ -1,0 +1,87 @@
+"""`SearchOptions`: where and how a search runs, everything that is not the space itself. The one
+place of the run options' defaults and help: `gantune search`'s flags are built from it, the
+resolved options are printed with the resolved space, logged as `options.*` params on the
+search's parent run, kept in the search record, and compared on `--resume`."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+from dataclasses import MISSING, asdict, dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    experiment: str
+    """MLflow experiment name (default: the space's name)."""
+    tracking_uri: str
+    """MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)."""
+    storage_path: str = "ray_results"
+    """Ray Tune storage: a local/shared path or s3:// URI."""
+    address: str | None = None
+    """Join an existing Ray cluster (e.g. 'auto' or 'ray://head:10001'); unset: a fresh local one."""
+    cpus_per_trial: float = 1.0
+    """CPUs reserved per trial."""
+    gpus_per_trial: float = 0.0
+    """GPUs per trial; fractions pack trials on a GPU."""
+    seed: int = 0
+    """Seed of the sampler and of every trial's training."""
+    max_failures: int = 1
+    """Retries of a trial that raised (diverged / out-of-memory trials are never retried)."""
+    optuna_storage: str | None = None
+    """Keep the Optuna study in this database (e.g. postgresql://user@host/optuna); unset: in the searcher."""
+    gan_cache: str | None = None
+    """Generator cache shared by trials, resumes and later searches (default: STORAGE_PATH/gan_cache)."""
+    no_gan_cache: bool = False
+    """Train every GAN, reuse none."""
+    resume: bool = False
+    """Continue the experiment's killed search (same space, --set values, --storage-path, --experiment, --seed and
+    resources; see search/resume.py)."""
+    quiet: bool = False
+    """No live progress view, one line per finished trial (for CI logs)."""
+
+    @property
+    def verbose(self) -> int:
+        """Tune's verbosity: 0 for --quiet, else 1."""
+        return 0 if self.quiet else 1
+
+    def to_dict(self) -> dict:
+        """The options as printed, logged and kept in the search record: URLs without passwords."""
+        return {k: redact(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
+
+
+def redact(value: str) -> str:
+    """A URL with its password replaced by ***; anything else unchanged."""
+    parts = urlsplit(value)
+    if "://" not in value or not parts.password:
+        return value
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+RESUME_KEYS = ("seed", "cpus_per_trial", "gpus_per_trial", "max_failures", "optuna_storage")
+"""Options a `--resume` must repeat: another seed would mix seeds within one search; Tune
+restores the first run's resources, retries and study storage and would ignore new ones."""
+
+FLAGS = {name: "--" + name.replace("_", "-") for name in (f.name for f in fields(SearchOptions))}
+"""Field -> its `gantune search` flag."""
+
+
+def default(name: str):
+    """A field's default (None for a field without one, resolved by `gantune search`)."""
+    value = next(f.default for f in fields(SearchOptions) if f.name == name)
+    return None if value is MISSING else value
+
+
+@functools.cache
+def field_help() -> dict[str, str]:
+    """Field -> its docstring, read from this module's source: the flags' help is the field docs."""
+    tree = ast.parse(inspect.getsource(SearchOptions))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
