@@ -327,7 +327,7 @@ def check_baselines(space: Space) -> None:
     try:
         # The fixed values together: checks between fields (preprocess clip_low < clip_high,
         # family-specific keys) only see one key at a time in `check`.
-
+        TrialConfig.from_flat(space.fixed)
         space.baseline_points()  # raises a SpaceError naming what a listed baseline needs
     except ConfigError as exc:
         raise SpaceError(f"{space.path}: {exc}") from None
