@@ -20,7 +20,7 @@ def _trial(share: float, images: torch.Tensor, steps: int, barrier, out) -> None
     from gantune.trainables.gans.dcgan import fit_dcgan
     from gantune.trainables.pipeline import trial_device
 
-    device = trial_device(share)
+    device = trial_device(share, ["0"])  # as if Ray had assigned GPU 0 to this trial
     images = images.to(device)
     fit_dcgan(replace(DEMO_GAN, steps=10), images, seed=0, device=device)  # warm-up: context, kernels
     barrier.wait()

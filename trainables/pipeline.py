@@ -4,6 +4,7 @@ the trial's MLflow run (through trainables/tracking.py)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 
@@ -72,14 +73,29 @@ def failure_report(exc: Exception, settings: StudySettings, folds_done: int) -> 
     return {**worst, "folds_done": folds_done, flag: 1}
 
 
-def trial_device(gpus_per_trial: float) -> torch.device:
-    """CUDA when Ray gave the trial a GPU share; a fraction also caps the process's CUDA memory,
-    so trials packed on one GPU cannot starve each other."""
-    if not torch.cuda.is_available():
+def assigned_gpu_ids() -> list[str]:
+    """The GPUs Ray assigned to this trial's actor ([] for a zero-GPU trial, or outside Ray).
+
+    Asked of Ray, not of torch: Ray 2.60 no longer blanks CUDA_VISIBLE_DEVICES for a zero-GPU
+    actor, so on a GPU node `torch.cuda.is_available()` is true for CPU trials too."""
+    import ray
+
+    return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+
+
+def trial_device(gpus_per_trial: float, gpu_ids: list[str]) -> torch.device:
+    """The trial's device: the CPU unless Ray assigned it a GPU (`gpu_ids`, from
+    `assigned_gpu_ids`), else that GPU. A fraction also caps the process's CUDA memory on it, so
+    trials packed on one GPU cannot starve each other."""
+    if gpus_per_trial <= 0 or not gpu_ids or not torch.cuda.is_available():
         return torch.device("cpu")
-    if 0 < gpus_per_trial < 1:
-        torch.cuda.set_per_process_memory_fraction(gpus_per_trial)
-    return torch.device("cuda")
+    # Ray sets CUDA_VISIBLE_DEVICES to the assigned ids, so torch numbers them from 0 in that
+    # order; with RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES the ids are torch's own numbers.
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    index = visible.index(gpu_ids[0]) if gpu_ids[0] in visible else int(gpu_ids[0])
+    if gpus_per_trial < 1:
+        torch.cuda.set_per_process_memory_fraction(gpus_per_trial, index)
+    return torch.device("cuda", index)
 
 
 def trainable(config: dict, settings: StudySettings) -> None:
@@ -91,7 +107,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
 
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     cfg = TrialConfig.from_flat({**settings.fixed, **config}, seed=settings.seed)
-    device = trial_device(settings.gpus_per_trial)
+    device = trial_device(settings.gpus_per_trial, assigned_gpu_ids())
     trial_id = tune.get_context().get_trial_id()
     run = tracking.TrialRun.open(settings, trial_id, params=config, cfg=cfg)
     # A trial restored after a killed or interrupted driver (or retried after an error) goes on

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from gantune.trainables import pipeline
 from gantune.trainables.gans import DivergedError
-from gantune.trainables.pipeline import StudySettings, TrialOOMError, final_failure, trainable, trial_device
+from gantune.trainables.pipeline import StudySettings, TrialOOMError, final_failure, trainable
 
 
 @pytest.fixture
@@ -79,12 +79,3 @@ def test_final_failure_classification():
     assert isinstance(final_failure(torch.OutOfMemoryError("y")), TrialOOMError)
     assert final_failure(RuntimeError("z")) is None
 
-
-def test_fractional_gpu_caps_cuda_memory(monkeypatch):
-    calls = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, *a: calls.append(f))
-    assert trial_device(0.25) == torch.device("cuda") and calls == [0.25]
-    assert trial_device(1.0) == torch.device("cuda") and calls == [0.25]  # a whole GPU: no cap
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert trial_device(0.5) == torch.device("cpu") and calls == [0.25]
