@@ -97,10 +97,19 @@ def resolve_space(args):
 
 
 def search_options(args, space) -> SearchOptions:
-    """The flags as SearchOptions: the experiment defaults to the space's name."""
+    """The flags as SearchOptions: the experiment defaults to the space's name, the address to the
+    cluster of the Ray job gantune runs in."""
     values = {f.name: getattr(args, f.name) for f in fields(SearchOptions)}
-    values.update(experiment=args.experiment or space.name, optuna_storage=optuna_storage_uri(args.optuna_storage))
+    values.update(experiment=args.experiment or space.name, optuna_storage=optuna_storage_uri(args.optuna_storage),
+                  address=args.address or job_cluster_address())
     return SearchOptions(**values)
+
+
+def job_cluster_address() -> str | None:
+    """'auto' when gantune is the entrypoint of `ray job submit` (the job supervisor sets
+    RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_ADDRESS for it): the search joins the job's cluster
+    instead of starting a private one-node cluster inside the job."""
+    return "auto" if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else None
 
 
 def search_main(args) -> int:

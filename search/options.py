@@ -21,15 +21,18 @@ class SearchOptions:
     storage_path: str = "ray_results"
     """Ray Tune storage: a local/shared path or s3:// URI."""
     address: str | None = None
-    """Join an existing Ray cluster (e.g. 'auto' or 'ray://head:10001'); unset: a fresh local one."""
+    """Join an existing Ray cluster (e.g. 'auto' or 'ray://head:10001'); unset: the cluster of the `ray job submit`
+    that runs gantune, else a fresh local one."""
     cpus_per_trial: float = 1.0
     """CPUs reserved per trial."""
     gpus_per_trial: float = 0.0
     """GPUs per trial; fractions pack trials on a GPU."""
     seed: int = 0
     """Seed of the sampler and of every trial's training."""
-    max_failures: int = 1
-    """Retries of a trial that raised (diverged / out-of-memory trials are never retried)."""
+    max_failures: int | None = None
+    """Retries of a trial that raised or lost its node (diverged / out-of-memory trials are never retried); default 1,
+    or 3 on a cluster (--address or ray job submit), where an abrupt node loss (spot kill, pod eviction) counts as one
+    failure of each trial on it and a preemption Ray was told of (an autoscaler drain) does not."""
     optuna_storage: str | None = None
     """Keep the Optuna study in this database (e.g. postgresql://user@host/optuna); unset: in the searcher."""
     gan_cache: str | None = None
@@ -41,6 +44,12 @@ class SearchOptions:
     resources; see search/resume.py)."""
     quiet: bool = False
     """No live progress view, one line per finished trial (for CI logs)."""
+
+    def __post_init__(self) -> None:
+        if self.max_failures is None:
+            # On a cluster nodes come and go, and each abrupt loss is a failure of every trial on the
+            # node; on a local cluster a failure is the code's, and retrying it once is enough.
+            object.__setattr__(self, "max_failures", CLUSTER_MAX_FAILURES if self.address else 1)
 
     @property
     def verbose(self) -> int:
@@ -60,6 +69,9 @@ def redact(value: str) -> str:
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
+
+CLUSTER_MAX_FAILURES = 3
+"""--max-failures when the search joins a cluster and the flag is not given."""
 
 RESUME_KEYS = ("seed", "cpus_per_trial", "gpus_per_trial", "max_failures", "optuna_storage")
 """Options a `--resume` must repeat: another seed would mix seeds within one search; Tune
