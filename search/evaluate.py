@@ -53,6 +53,7 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.augment import AugmentConfig
 from gantune.trainables.data.datasets import DataSplits, ImageDataset
 from gantune.trainables.metrics import METRIC_NAMES
+from gantune.trainables.gans.cache import GeneratorCache
 from gantune.trainables.trial import enhance, fit_pipeline, score
 
 from . import stats
@@ -106,6 +107,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "against the number of real images, e.g. 0.25,0.5,1 (default: 1 only)")
     p.add_argument("--data", help="dataset path; overrides the searched data.path (must be the same dataset)")
     p.add_argument("--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training")
+    p.add_argument("--trial", metavar="ID",
+                   help=f"evaluate this trial (its gantune.trial_id) instead of the search's best; "
+                        f"'{BEST_GAN}': the best trial that adds synthetic images")
+    p.add_argument("--storage-path", default="ray_results",
+                   help="the search's storage path: its generator cache (STORAGE_PATH/gan_cache) is reused")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--gan-cache", metavar="URI", help="generator cache location, when the search ran with --gan-cache")
+    cache.add_argument("--no-gan-cache", action="store_true", help="train every GAN, reuse none")
 
 
 # --- what to evaluate -------------------------------------------------------------------------
@@ -143,19 +152,41 @@ def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | Non
     return replace(base, enabled=True, policy=policy)
 
 
-def find_source(client, experiment_name: str) -> Source:
+BEST_GAN = "best-gan"
+"""--trial value: the best trial that adds synthetic images (the search's best may be a baseline)."""
+
+
+def choose_trial(client, experiment_id: str, search, metric: str, mode: str, wanted: str | None):
+    """The trial run to evaluate: --trial ID, the best trial with synthetic images (--trial
+    best-gan), or the search's best (tagged when it finished, else ranked here)."""
     from gantune.trainables.tracking import find_trial_run
 
+    name = search.info.run_id
+    if wanted and wanted != BEST_GAN:
+        trial = find_trial_run(client, experiment_id, search.info.run_id, wanted)
+        if trial is None:
+            raise EvaluateError(f"--trial {wanted!r}: no trial of search {name} has that gantune.trial_id")
+        return trial
+    ranked = ranked_trials(client, experiment_id, search, metric, mode)
+    if wanted == BEST_GAN:
+        ranked = [r for r in ranked if not r.data.tags.get("gantune.baseline")]
+        if not ranked:
+            raise EvaluateError(f"--trial {BEST_GAN}: search {name} has no usable trial that adds synthetic images")
+        return ranked[0]
+    best_id = search.data.tags.get("gantune.best_trial_id")
+    trial = find_trial_run(client, experiment_id, search.info.run_id, best_id) if best_id else None
+    if trial is None:  # a search that ended before tagging its best trial: rank the trials here
+        if not ranked:
+            raise EvaluateError(f"search {name} has no trial with a finite '{metric}'")
+        trial = ranked[0]
+    return trial
+
+
+def find_source(client, experiment_name: str, wanted_trial: str | None = None) -> Source:
     experiment, search = experiment_and_latest_search(client, experiment_name, EvaluateError)
     resolved = resolved_space(client, search.info.run_id, EvaluateError)
     metric, mode = resolved["search"]["metric"], resolved["search"]["mode"]
-    best_id = search.data.tags.get("gantune.best_trial_id")
-    trial = find_trial_run(client, experiment.experiment_id, search.info.run_id, best_id) if best_id else None
-    if trial is None:  # a search that ended before tagging its best trial: rank the trials here
-        ranked = ranked_trials(client, experiment.experiment_id, search, metric, mode)
-        if not ranked:
-            raise EvaluateError(f"search {search.info.run_id} of '{experiment_name}' has no trial with a finite '{metric}'")
-        trial = ranked[0]
+    trial = choose_trial(client, experiment.experiment_id, search, metric, mode, wanted_trial)
     cfg = trial_config(client, trial, EvaluateError)
     augments, origins = {}, {}
     for name, policy in AUGMENTED_BASELINES.items():
@@ -250,10 +281,15 @@ class MethodRuns:
 
 def evaluate_methods(
     configs: dict[str, TrialConfig], data: DataSplits, plan: RefitPlan, seeds: list[int], device: torch.device,
-    fractions: tuple[float, ...] = (1.0,), progress: Progress = print,
+    fractions: tuple[float, ...] = (1.0,), progress: Progress = print, gan_cache: GeneratorCache | None = None,
 ) -> tuple[dict[float, dict[str, MethodRuns]], dict[float, int], np.ndarray]:
     """({fraction: {method: MethodRuns}}, {fraction: training images}, test labels): every method
-    refitted per seed and fraction with plan's images and step count, scored on data.test."""
+    refitted per seed and fraction with plan's images and step count, scored on data.test.
+
+    Seed s drives everything of its refit: the GAN(s) (initialisation, batches, latents; per
+    class s + 1000 x class), the synthetic draws and the classifier, so the spread over seeds
+    includes the GAN's. The generator cache makes a second evaluate of the search (other train
+    fractions, more seeds) reuse every GAN an earlier one trained."""
     first = next(iter(configs.values()))
     labels = data.pool.labels.cpu().numpy()
     results = {f: {m: MethodRuns() for m in configs} for f in fractions}
@@ -271,7 +307,7 @@ def evaluate_methods(
                 for seed in seeds:
                     bar.set_postfix_str(f"{method} seed {seed}")
                     start = time.monotonic()
-                    model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed)
+                    model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed, gan_cache)
                     metrics, _, proba = score(model, test, cfg.data.positive_class)
                     results[fraction][method].metrics.append(metrics)
                     results[fraction][method].proba.append(proba)
@@ -590,7 +626,8 @@ def check_same_data(client, source: Source, data: DataSplits) -> None:
 
 def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int = DEFAULT_SEEDS,
              data_path: str | None = None, progress: Progress = print, dry_run: bool = False,
-             fractions: tuple[float, ...] = (1.0,)) -> tuple[str, str | None]:
+             fractions: tuple[float, ...] = (1.0,), gan_cache: str | None = None,
+             trial: str | None = None) -> tuple[str, str | None]:
     """(printable text, evaluation run id (None on a dry run))."""
     from mlflow.tracking import MlflowClient
 
@@ -598,7 +635,7 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
         raise EvaluateError(f"--seeds must be >= 1, got {seeds}")
     fractions = tuple(sorted(set(fractions) | {1.0}))
     client = MlflowClient(tracking_uri)
-    source = find_source(client, experiment)
+    source = find_source(client, experiment, trial)
     configs = method_configs(source.cfg, source.augments)
     trial_id = trial_id_of(source.trial)
     header = (
@@ -617,7 +654,8 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     progress(f"refit: {plan.reason}; scored on {len(data.test)} {split} images; {len(configs)} methods x {seeds} seeds"
              + (f" x train fractions {', '.join(f'{f:g}' for f in fractions)}" if len(fractions) > 1 else ""))
     seed_list = list(range(seeds))
-    results, sizes, labels = evaluate_methods(configs, data, plan, seed_list, device, fractions, progress)
+    cache = GeneratorCache(gan_cache) if gan_cache else None
+    results, sizes, labels = evaluate_methods(configs, data, plan, seed_list, device, fractions, progress, cache)
     ev = compare(results[1.0], labels, seed_list, source.cfg.data.positive_class,
                  ranking_metric_of(source.resolved["search"]["metric"]))
     metrics = ev.metrics()
@@ -630,7 +668,11 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
 
 
 def evaluate_main(args) -> int:
+    from .gan_cache import cache_location
+
     text, _ = evaluate(args.tracking_uri, args.experiment, args.split, args.seeds, args.data,
-                       progress=write_line, dry_run=args.dry_run, fractions=args.train_fraction)
+                       progress=write_line, dry_run=args.dry_run, fractions=args.train_fraction,
+                       gan_cache=cache_location(args.storage_path, args.gan_cache, args.no_gan_cache),
+                       trial=args.trial)
     print(text)
     return 0
