@@ -171,10 +171,11 @@ def check_tracking(tracking_uri: str) -> None:
 
 
 def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
-    from .leaderboard import format_table, leaderboard_columns
+    from .leaderboard import format_table, gan_cache_line, leaderboard_columns
 
     print(f"\nLeaderboard ({len(rows)} trials, {seconds:.0f} s), parent run {parent_run_id}:")
     print(format_table(rows, leaderboard_columns(space)))
+    print(gan_cache_line(rows))
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         mlflow_exe = Path(sys.executable).with_name("mlflow")
         print(f"\nOpen the MLflow UI:\n  {mlflow_exe} ui --backend-store-uri {tracking_uri} --port 5000\n  then browse http://127.0.0.1:5000")

@@ -64,6 +64,21 @@ def row_usable(row: dict, metric: str) -> bool:
     return math.isfinite(row[metric]) and row["status"] in ("OK", "STOPPED")
 
 
+GAN_CACHE_METRICS = ("gan_cache_hits", "gan_cache_misses", "gan_train_seconds")
+"""What each trial reports of the generator cache (trainables/gans/cache.py), summed on the parent run."""
+
+
+def gan_cache_totals(rows: list[dict]) -> dict[str, float]:
+    return {k: float(sum(r.get(k, 0.0) for r in rows)) for k in GAN_CACHE_METRICS}
+
+
+def gan_cache_line(rows: list[dict]) -> str:
+    """'GANs: 6 trained (410 s), 18 reused from the cache' for the leaderboard footer."""
+    t = gan_cache_totals(rows)
+    return (f"GANs: {t['gan_cache_misses']:.0f} trained ({t['gan_train_seconds']:.0f} s), "
+            f"{t['gan_cache_hits']:.0f} reused from the generator cache")
+
+
 def leaderboard_rows(result_grid, space) -> list[dict]:
     """One row per trial, best first, with its delta against each baseline of the search and
     against the better of them."""
@@ -82,6 +97,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
             "status": trial_status(bool(result.error), m, total_folds),
+            **{k: float(m.get(k, 0.0)) for k in GAN_CACHE_METRICS},
             **{k: result.config.get(k) for k in sorted(space.domains)},
         })
     better = max if mode == "max" else min

@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from gantune.trainables.tracking import find_trial_run
 
+from .leaderboard import gan_cache_totals
+
 DEFAULT_TRACKING_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
@@ -99,6 +101,8 @@ def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metri
         writer.writerows(rows)
     client.log_text(run_id, buffer.getvalue(), "leaderboard.csv")
     client.log_text(run_id, table + "\n", "leaderboard.txt")
+    for key, total in gan_cache_totals(rows).items():
+        client.log_metric(run_id, key, total)
     best = next((r for r in rows if not math.isnan(r[metric])), None)
     if best:
         client.log_metric(run_id, f"best_{metric}", best[metric])

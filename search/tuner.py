@@ -21,6 +21,7 @@ from . import callbacks, plots, resume, tracking
 from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
 from .options import SearchOptions
 from .progress import make_progress
+from .gan_cache import cache_location
 from .resume import SearchRecord
 from .space import Space
 
@@ -114,6 +115,7 @@ def run_search(
         metric=space.search.metric,
         mode=space.search.mode,
         objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
+        gan_cache=cache_location(options.storage_path, options.gan_cache, options.no_gan_cache),
     )
     failed, interrupted = True, False
     try:
