@@ -290,3 +290,27 @@ def test_cli_dry_run_and_errors(tmp_path, tiny_npz, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--train-fraction", "2"])
     assert exit_.value.code == 2 and "--train-fraction: every fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_multiclass_evaluation_bootstraps_macro_auc_and_skips_binary_only_statistics():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 8)
+
+    def runs(signal):
+        out = ev.MethodRuns()
+        for _ in range(3):
+            p = rng.dirichlet(np.ones(3), len(labels)) + signal * np.eye(3)[labels]
+            out.proba.append(p / p.sum(1, keepdims=True))
+            out.metrics.append({m: float(rng.uniform()) for m in ev.METRIC_NAMES})
+        return out
+
+    evaluation = ev.compare({"best_config": runs(1.0), "real_only": runs(0.0), "classic_aug": runs(0.0),
+                             "trivial_aug": runs(0.0)}, labels, [0, 1, 2], positive=1)
+    metrics = evaluation.metrics()
+    ens = {m: np.mean(evaluation.runs[m].proba, axis=0) for m in ev.METHODS}
+    macro = {m: roc_auc_score(labels, p, multi_class="ovr") for m, p in ens.items()}
+    assert metrics["test_best_config_ensemble_auc"] == pytest.approx(macro["best_config"])
+    assert metrics["ensemble_delta_auc"] == pytest.approx(macro["best_config"] - macro[evaluation.baseline])
+    assert metrics["paired_delta_auc_bootstrap_ci_low"] > 0  # a clear multiclass gain
+    assert "delong_p" not in metrics and "baseline_spec" not in metrics
+    assert "DeLong" not in ev.format_table(evaluation, "test", metrics)
