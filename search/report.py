@@ -115,6 +115,12 @@ def embedded_img(path: Path, alt: str, width: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{size}>'
 
 
+def figure(path: Path, width: int | None = None) -> str:
+    """An embedded PNG captioned with its file name: the one place file names become HTML.
+    Names come from runs (class names, the metric in a plot's name), so they are escaped."""
+    return f"<figure>{embedded_img(path, path.stem, width)}<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+
+
 def html_table(rows: list[dict], columns: list[str]) -> str:
     # The same cells as the terminal table (leaderboard.table_cells).
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -137,14 +143,12 @@ def samples_section(client, view: SearchView, rows: list[dict], out: Path) -> st
         if not grids:
             continue
         note = "the best trial" if rank == 0 else f"the best trial with synthetic images (rank {rank + 1}; the best is a baseline)"
-        figures = "".join(
-            f"<figure>{embedded_img(p, p.stem)}<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in grids
-        )
+        figures = "".join(figure(p) for p in grids)
         roc = trial_images(client, run.info.run_id, "plots", out / row["trial_id"])
-        plots = "".join(f"<figure>{embedded_img(p, p.stem, 360)}<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in roc)
+        plots = "".join(figure(p, 360) for p in roc)
         return (
             f"<h2>Samples of trial {html.escape(row['trial_id'])}</h2>"
-            f"<p>{note}: {view.metric} = {row[view.metric]:.4g}, run {html.escape(run.info.run_id)}. "
+            f"<p>{note}: {html.escape(view.metric)} = {row[view.metric]:.4g}, run {html.escape(run.info.run_id)}. "
             "Grids use the same latent seed in every trial, so they compare across trials.</p>"
             f'<div class="row">{figures}</div><div class="row">{plots}</div>'
         )
@@ -161,7 +165,7 @@ img{max-width:100%;image-rendering:pixelated}
 
 
 def write_html(path: Path, view: SearchView, title_lines: list[str], table: str, plots: list[Path], notes: list[str], samples: str) -> None:
-    images = "".join(f"<figure>{embedded_img(p, p.stem)}<figcaption>{p.stem}</figcaption></figure>" for p in plots)
+    images = "".join(figure(p) for p in plots)
     notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     head = "".join(f"<p>{html.escape(line)}</p>" for line in title_lines)
     path.write_text(
