@@ -7,8 +7,7 @@
   FAILED with the reason and the search finishes.
 
 Every process these tests start carries a marker in its environment; teardown kills exactly those
-(Ray workers leave the driver's process group, and `ray stop` would kill every Ray process on the
-machine, other engineers' included)."""
+(ray_processes.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +16,8 @@ import io
 import os
 import secrets
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,53 +25,11 @@ from pathlib import Path
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from ray_processes import BIN, free_port, gantune, kill_marked, ray_cmd, wait_for_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "spaces" / "demo.yaml")
-BIN = Path(sys.executable).parent
-MARK = "GANTUNE_TEST_MARK"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-
-def marked_pids(marker: str) -> list[int]:
-    needle = f"{MARK}={marker}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:  # gone, or not ours to read
-                pass
-    return pids
-
-
-def kill_marked(marker: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while (pids := marked_pids(marker)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-    assert not marked_pids(marker), "processes started by this test survived SIGKILL"
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    """A working dir, an environment with a unique marker and a short private Ray temp dir."""
-    marker = secrets.token_hex(6)
-    ray_tmp = tempfile.mkdtemp(prefix="gtr", dir="/tmp")  # short: Ray's unix socket paths
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env.update({MARK: marker, "RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    yield tmp_path, env, marker
-    kill_marked(marker)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def gantune(*args: str) -> list[str]:
-    return [str(BIN / "gantune"), *args]
 
 
 def trial_runs(client, experiment_id, view=ViewType.ACTIVE_ONLY):
@@ -103,7 +57,11 @@ def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300, experim
         if experiment is not None:
             runs = trial_runs(client, experiment.experiment_id)
             saved = list(tune_root.glob(f"{experiment_name}-*/experiment_state-*.json"))
-            if saved and any(r.info.status == "RUNNING" for r in runs) and any(r.info.status != "RUNNING" for r in runs):
+            if (
+                saved
+                and any(r.info.status == "RUNNING" for r in runs)
+                and any(r.info.status != "RUNNING" for r in runs)
+            ):
                 return
         time.sleep(0.5)
     pytest.fail("no trial finished within the timeout")
@@ -217,38 +175,19 @@ def test_ctrl_c_saves_the_search_and_the_printed_command_finishes_it(sandbox):
     assert parent.info.status == "FINISHED"
     runs = trial_runs(client, experiment.experiment_id)
     ids = [r.data.tags["gantune.trial_id"] for r in runs]
-    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(leaderboard_ids(client, parent.info.run_id, workdir))
+    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(
+        leaderboard_ids(client, parent.info.run_id, workdir)
+    )
     assert all(r.info.status == "FINISHED" for r in runs)  # FIFO: every trial runs all its folds
     # The first fold was checkpointed before Ctrl-C, so it is never run again. (A fold that ends
     # while Tune shuts the trial down is logged but never reported, so it runs again on resume.)
-    folds_logged = [m.value for m in sorted(client.get_metric_history(midway.info.run_id, "folds_done"), key=lambda m: m.timestamp)]
+    folds_logged = [
+        m.value for m in sorted(client.get_metric_history(midway.info.run_id, "folds_done"), key=lambda m: m.timestamp)
+    ]
     assert folds_logged.count(1.0) == 1 and folds_logged[-1] == 3.0, folds_logged
 
 
 # --- a two-node cluster on loopback -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_cmd(env, *args, timeout=120):
-    proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def wait_for_nodes(env, address: str, count: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = ray_cmd(env, "status", "--address", address)
-        # Right after `ray start` the autoscaler may not have published a report yet.
-        if "Active:" in status and status.split("Active:")[1].split("Pending:")[0].count(" node_") >= count:
-            return
-        time.sleep(2)
-    pytest.fail(f"the cluster at {address} never had {count} nodes")
 
 
 def test_two_node_cluster_search_with_a_diverging_trial(sandbox):
