@@ -74,17 +74,8 @@ class ClusterError(RuntimeError):
 
 
 def init_ray(options: SearchOptions, num_cpus: int | None = None) -> None:
-    if not ray.is_initialized():
-        join_ray(options, num_cpus)
-    from .resources import trial_unfit
-
-    # Ray only warns, every minute and forever, about a trial no node can place: refuse it here,
-    # before the parent run exists.
-    if reason := trial_unfit(options.cpus_per_trial, options.gpus_per_trial):
-        raise ClusterError(reason)
-
-
-def join_ray(options: SearchOptions, num_cpus: int | None) -> None:
+    if ray.is_initialized():
+        return
     if options.address:
         try:
             ray.init(address=options.address, log_to_driver=options.verbose > 0)
@@ -105,11 +96,7 @@ def run_search(
     """Run the whole search; returns (leaderboard rows best first, parent run id)."""
     resolved = {**space.resolved(), "options": options.to_dict()}  # as printed; compared on --resume
     # A resume that would be refused (another --seed, a changed space) is refused before Ray starts.
-    earlier = (
-        resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
-        if options.resume
-        else None
-    )
+    earlier = resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri) if options.resume else None
     # Ray first: a cluster that cannot be joined must not leave a FAILED parent run behind.
     init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
     try:  # before the parent run too: a refused cluster leaves nothing behind
@@ -119,11 +106,7 @@ def run_search(
     client = MlflowClient(options.tracking_uri)
     record = open_search(client, resolved, options, earlier)
     experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
-    failed, interrupted, reason = True, False, ""
-    try:
-        tracking.log_dataset(client, parent_run_id, data, skipped_files)
-    except Exception as exc:  # the artifact store refused the first write of the search
-        raise stopped(client, options, record, exc) from exc
+    tracking.log_dataset(client, parent_run_id, data, skipped_files)
     settings = StudySettings(
         fixed=space.fixed,
         data=data,
@@ -138,24 +121,22 @@ def run_search(
         objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
         gan_cache=cache_location(options.storage_path, options.gan_cache, options.no_gan_cache),
     )
+    failed, interrupted = True, False
     try:
-        tuner = (
-            restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
-        )
+        tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
         failed, interrupted = False, callbacks.INTERRUPTED.is_set()
         if options.optuna_storage and not interrupted:
             fail_stale_optuna_trials(options.optuna_storage, record.tune_name)
+    finally:
         rows = []
-        if not interrupted:  # an interrupted search's leaderboard waits for --resume
+        if not (failed or interrupted):  # an interrupted search's leaderboard waits for --resume
             rows = leaderboard_rows(results, space)
             tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
-        status = "KILLED" if interrupted else "FINISHED"
+        status = "FAILED" if failed else "KILLED" if interrupted else "FINISHED"
         table = format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, status)
-        resume.mark(options.storage_path, record, "interrupted" if interrupted else "finished")
-    except Exception as exc:  # Tune, MLflow or the storage failed: close the search, say why
-        raise stopped(client, options, record, exc) from exc
+        resume.mark(options.storage_path, record, "failed" if failed else "interrupted" if interrupted else "finished")
     if interrupted:
         raise SearchInterrupted(parent_run_id)
     if rows:
@@ -164,57 +145,20 @@ def run_search(
     return rows, parent_run_id
 
 
-class SearchFailed(RuntimeError):
-    """A search stopped by an error outside its trials (an unwritable artifact store or storage
-    path, a Tune error): its parent run is FAILED with the reason as a tag, and its record says
-    'failed' with the reason, so `--resume` can continue it once the cause is fixed."""
-
-
-def stopped(client: MlflowClient, options: SearchOptions, record: SearchRecord, exc: BaseException) -> SearchFailed:
-    """Close the search as FAILED after `exc` (each step on its own: the store that failed may be
-    the one a step needs) and the error to show instead of a traceback."""
-    reason = tracking.failure_text(exc)
-    notes = []
-    try:
-        tracking.close_failed(client, record.parent_run_id, reason)
-    except Exception as again:  # noqa: BLE001 - the tracking server itself is gone
-        notes.append(f"the parent run could not be closed ({tracking.failure_text(again)})")
-    try:
-        resume.mark(options.storage_path, record, "failed", reason)
-    except Exception as again:  # noqa: BLE001 - the storage path is gone
-        notes.append(f"the search record could not be updated ({tracking.failure_text(again)})")
-    closed = "; ".join(notes) or f"parent run {record.parent_run_id} is FAILED with that reason"
-    return SearchFailed(
-        f"the search stopped: {reason}\n  {closed}. Fix the cause, then continue it with the same command and --resume"
-    )
-
-
-def open_search(
-    client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None
-) -> SearchRecord:
+def open_search(client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None) -> SearchRecord:
     """The record of a new search (parent run created, `resolved` logged on it), or `earlier`,
-    the search `--resume` continues (its parent run reopened). A new search's storage path is
-    tried first, so an unwritable one leaves no run behind."""
+    the search `--resume` continues (its parent run reopened)."""
     if earlier is not None:
         client.update_run(earlier.parent_run_id, status="RUNNING")
         return earlier
-    resume.check_writable(options.storage_path)
     experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
-    tracking.set_runs_view(client, experiment_id, resolved)  # the columns of this search's space
-    try:
-        parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)  # closes its run FAILED on error
-    except Exception as exc:
-        raise SearchFailed(f"the search could not start: {tracking.failure_text(exc)} (the tracking store's artifact "
-                           "location must be writable; its parent run is FAILED with that reason)") from exc
+    parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
     record = SearchRecord(
         experiment=options.experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
         tune_name=resume.tune_name(options.experiment, parent_run_id), tracking_uri=options.tracking_uri,
         resolved=resolved,
     )
-    try:
-        resume.write_record(options.storage_path, record)
-    except Exception as exc:
-        raise stopped(client, options, record, exc) from exc
+    resume.write_record(options.storage_path, record)
     return record
 
 
@@ -262,10 +206,7 @@ def restore_tuner(settings: StudySettings, options: SearchOptions, record: Searc
     from Tune's experiment checkpoint."""
     path = resume.tune_path(options.storage_path, record)
     if not tune.Tuner.can_restore(path):
-        raise resume.ResumeError(
-            f"{path}: no Tune experiment state to resume (the driver died before Tune's first checkpoint); "
-            "start a new search"
-        )
+        raise resume.ResumeError(f"{path}: no Tune experiment state to resume (the driver died before Tune's first checkpoint); start a new search")
     return tune.Tuner.restore(
         path, trainable=make_trainable(settings, options),
         resume_unfinished=True, resume_errored=False, restart_errored=False,
