@@ -121,7 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=OUT, help="results file (not written with --select)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     args = p.parse_args(argv)
-    for flag, value, known in (("--classifiers", args.classifiers, CLASSIFIERS), ("--augments", args.augments, AUGMENTS)):
+    lists = (("--classifiers", args.classifiers, CLASSIFIERS), ("--augments", args.augments, AUGMENTS))
+    for flag, value, known in lists:
         unknown = sorted(set(value.split(",")) - set(known))
         if unknown:
             p.error(f"{flag}: unknown {unknown}; choose from {sorted(known)}")
@@ -134,12 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loop = {"steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every, "patience": args.patience}
+    loop = {
+        "steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every, "patience": args.patience,
+    }
     grid = {
         (c, a): (dataclasses.replace(CLASSIFIERS[c], **loop), AUGMENTS[a])
         for c in args.classifiers.split(",") for a in args.augments.split(",")
     }
-    settings = {f"{c}/{a}": {"classifier": cfg.to_dict(), "augment": aug.to_dict()} for (c, a), (cfg, aug) in grid.items()}
+    settings = {
+        f"{c}/{a}": {"classifier": cfg.to_dict(), "augment": aug.to_dict()} for (c, a), (cfg, aug) in grid.items()
+    }
     info = machine()
     print_machine(info)
     print(json.dumps({"seeds": list(range(args.seeds)), "select_on_val_only": args.select}, indent=None), flush=True)
@@ -165,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             shown = {k: v for k, v in row.items() if k != "test"}
             print(f"{c}/{a} {shown}", flush=True)
-        results["runs"][f"{c}/{a}"] = rows
-        cell = {"val_auc": summary(rows, "val_auc"), "best_step": summary(rows, "best_step")}
-        if not args.select:
-            cell["test_auc"] = summary(rows, "test_auc")
-        results["table"][f"{c}/{a}"] = cell
-        if not args.select:  # written after every cell, so an interrupted run keeps what it measured
-            results["wall_seconds"][f"{c}/{a}"] = round(sum(r["seconds"] for r in rows), 1)
-            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            results["runs"][f"{c}/{a}"] = rows
+            cell = {"val_auc": summary(rows, "val_auc"), "best_step": summary(rows, "best_step")}
+            if not args.select:
+                cell["test_auc"] = summary(rows, "test_auc")
+            results["table"][f"{c}/{a}"] = cell
+            if not args.select:  # written after every run, so an interrupted run keeps what it measured
+                results["wall_seconds"][f"{c}/{a}"] = round(sum(r["seconds"] for r in rows), 1)
+                args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("\nclassifier/augment   " + ("val AUC" if args.select else "test AUC (mean +- sd)   val AUC"), flush=True)
     for name, cell in sorted(results["table"].items()):
         line = f"{name:20s} "

@@ -195,7 +195,9 @@ TRIVIAL_MAX: dict[str, float] = {
 }
 """Each op's maximum magnitude at strength 1."""
 
-_TWO_SIDED = {"rotate", "translate_x", "translate_y", "shear_x", "shear_y", "brightness", "contrast", "gamma", "sharpness"}
+_TWO_SIDED = {
+    "rotate", "translate_x", "translate_y", "shear_x", "shear_y", "brightness", "contrast", "gamma", "sharpness",
+}
 _GEOMETRIC = ("rotate", "translate_x", "translate_y", "shear_x", "shear_y")
 _SHARPNESS_KERNEL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13  # PIL's SMOOTH
 

@@ -95,7 +95,11 @@ def test_shift_moves_content_by_pixels():
 
 def test_values_stay_in_range():
     x = images(n=32)
-    y = augment_batch(x, torch.Generator().manual_seed(0), AugmentConfig(enabled=True, max_rotation_deg=20, max_zoom=0.2, max_translate=0.1))
+    y = augment_batch(
+        x,
+        torch.Generator().manual_seed(0),
+        AugmentConfig(enabled=True, max_rotation_deg=20, max_zoom=0.2, max_translate=0.1),
+    )
     assert y.min() >= x.min() - 1e-6 and y.max() <= x.max() + 1e-6
 
 
@@ -186,7 +190,8 @@ def test_trivial_photometric_ops_match_their_formulas():
             window = padded[i : i + 3, j : j + 3]
             smooth[i, j] = (window.sum() + 4 * window[1, 1]) / 13
     for m in (-0.8, 0.6):
-        assert torch.allclose(apply_trivial(x, one_op("sharpness", m))[0, 0], smooth + (1 + m) * (x[0, 0] - smooth), atol=1e-6)
+        expected = smooth + (1 + m) * (x[0, 0] - smooth)
+        assert torch.allclose(apply_trivial(x, one_op("sharpness", m))[0, 0], expected, atol=1e-6)
 
 
 def test_trivial_photometric_ops_clamp_to_range():
@@ -252,7 +257,8 @@ def test_trivial_batch_applies_exactly_one_op_per_image():
     assert set(p.op.tolist()) == set(range(len(TRIVIAL_OPS)))
     for i in range(len(x)):
         name = TRIVIAL_OPS[int(p.op[i])]
-        assert torch.allclose(y[i], reference_op(x[i], name, float(p.magnitude[i]), p.centre[i], p.noise[i]), atol=1e-6), name
+        expected = reference_op(x[i], name, float(p.magnitude[i]), p.centre[i], p.noise[i])
+        assert torch.allclose(y[i], expected, atol=1e-6), name
 
 
 def test_trivial_draws_ops_uniformly_and_magnitudes_within_strength():
@@ -283,7 +289,8 @@ def test_trivial_in_range_reproducible_and_seed_dependent():
 
 def test_trivial_strength_zero_is_identity_and_off_by_default():
     x = images()
-    assert torch.equal(trivial_batch(x, torch.Generator().manual_seed(0), dataclasses.replace(TRIVIAL, strength=0.0)), x)
+    zero = dataclasses.replace(TRIVIAL, strength=0.0)
+    assert torch.equal(trivial_batch(x, torch.Generator().manual_seed(0), zero), x)
     assert make_augment(AugmentConfig(policy="trivial")) is None
 
 
