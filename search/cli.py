@@ -66,11 +66,19 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_option(p, "seed", type=int)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a value of the space, e.g. --set gan.steps=100 (repeatable)")
-    p.add_argument("--smoke-test", action="store_true", help="shrink every budget so the search takes a couple of minutes")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray")
+    p.add_argument(
+        "--smoke-test", action="store_true", help="shrink every budget so the search takes a couple of minutes"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray"
+    )
     add_option(p, "quiet")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (listed on the parent run) instead of stopping")
-    add_option(p, "resume")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable image files (listed on the parent run) instead of stopping",
+    )
+    add_option(p, "resume", nargs="?", const="yes", choices=("yes", "auto"), metavar="auto")
     add_option(p, "max_failures", type=int)
     cache = p.add_mutually_exclusive_group()
     add_option(cache, "gan_cache", metavar="URI")
@@ -99,6 +107,12 @@ def resolve_space(args):
 def search_options(args, space) -> SearchOptions:
     """The flags as SearchOptions: the experiment defaults to the space's name, the address to the
     cluster of the Ray job gantune runs in."""
+    from .space import name_error
+
+    if args.experiment is not None and (error := name_error(args.experiment, "--experiment")):
+        raise UserError(error)
+    if args.max_failures is not None and args.max_failures < 0:  # Ray reads -1 as "retry forever"
+        raise UserError(f"--max-failures must be >= 0 (retries of a failed trial; 0 = none), got {args.max_failures}")
     values = {f.name: getattr(args, f.name) for f in fields(SearchOptions)}
     values.update(experiment=args.experiment or space.name, optuna_storage=optuna_storage_uri(args.optuna_storage),
                   address=args.address or job_cluster_address())
@@ -133,13 +147,16 @@ def search_main(args) -> int:
     except DatasetError as exc:
         raise UserError(str(exc)) from exc
     from .resume import ResumeError
-    from .tuner import ClusterError, SearchInterrupted, run_search
+    from .tuner import ClusterError, SearchFailed, SearchInterrupted, run_search
 
     start = time.monotonic()
     try:
         rows, parent_run_id = run_search(space, data, options, skipped_files=skipped)
     except (ResumeError, ClusterError) as exc:
         raise UserError(str(exc)) from exc
+    except SearchFailed as exc:  # not a usage error: the search ran, and its runs are closed
+        print(f"gantune: error: {exc}", file=sys.stderr)
+        return 1
     except SearchInterrupted as stop:
         again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
         print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
@@ -176,11 +193,19 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
     print(f"\nLeaderboard ({len(rows)} trials, {seconds:.0f} s), parent run {parent_run_id}:")
     print(format_table(rows, leaderboard_columns(space)))
     print(gan_cache_line(rows))
+    from mlflow.tracking import MlflowClient
+
+    from .mlflow_ui import APP_NAME
+    from .tracking import runs_page_url
+
+    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         mlflow_exe = Path(sys.executable).with_name("mlflow")
-        print(f"\nOpen the MLflow UI:\n  {mlflow_exe} ui --backend-store-uri {tracking_uri} --port 5000\n  then browse http://127.0.0.1:5000")
+        # --app-name gantune: the UI opens in model-training mode (search/mlflow_ui.py).
+        print(f"\nOpen the MLflow UI on this experiment's runs:\n  {mlflow_exe} ui --app-name {APP_NAME} "
+              f"--backend-store-uri {tracking_uri} --port 5000\n  then browse {runs_page_url('http://127.0.0.1:5000', experiment_id)}")
     else:
-        print(f"\nMLflow UI: {tracking_uri}")
+        print(f"\nMLflow UI, this experiment's runs: {runs_page_url(tracking_uri, experiment_id)}")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,9 +219,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("path", help="a folder with one sub-folder per class, a CSV manifest, or a MedMNIST .npz")
-    c.add_argument("--folds", type=int, help="folds the search will use (a class needs at least this many images; default 5)")
+    c.add_argument(
+        "--folds", type=int, help="folds the search will use (a class needs at least this many images; default 5)"
+    )
     c.add_argument("--space", help="take 'preprocess' settings and data.folds from this space file")
-    c.add_argument("--skip-bad", action="store_true", help="judge the dataset as `search --skip-bad` would: unreadable files skipped")
+    c.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="judge the dataset as `search --skip-bad` would: unreadable files skipped",
+    )
 
 
 def data_main(args) -> int:
@@ -217,8 +248,14 @@ def data_check_command(args) -> int:
             raise UserError(str(exc)) from exc
     if not Path(args.path).exists():
         raise UserError(f"{args.path}: no such file or folder")
-    folds = args.folds or cfg.data.folds
-    return data_check_main(argparse.Namespace(path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess))
+    folds = cfg.data.folds if args.folds is None else args.folds
+    if folds < 2:  # `args.folds or ...` once turned --folds 0 into 5 silently
+        raise UserError(f"--folds must be >= 2 (k of the k-fold cross-validation), got {folds}")
+    return data_check_main(
+        argparse.Namespace(
+            path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess
+        )
+    )
 
 
 @dataclass(frozen=True)
