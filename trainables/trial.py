@@ -86,13 +86,19 @@ def train_gans(cfg: TrialConfig, train: ImageDataset, classes: list[int], device
     fit = GANS[cfg.gan.family]
     if cfg.gan.conditional:
         x, y = train.images, train.labels
-        gan = cached_fit(cache, stats, lambda: fit(cfg.gan, x, seed=seed, device=device, labels=y, num_classes=train.num_classes),
-                         device, cfg.gan, x, seed, "all", y)
+        def train_conditional() -> TrainedGAN:
+            return fit(cfg.gan, x, seed=seed, device=device, labels=y, num_classes=train.num_classes)
+
+        gan = cached_fit(cache, stats, train_conditional, device, cfg.gan, x, seed, "all", y)
         return {c: gan.for_class(c) for c in classes}
     gans = {}
     for c in classes:
         real, s = train.of_class(c), class_seed(seed, c)
-        gans[c] = cached_fit(cache, stats, lambda: fit(cfg.gan, real, seed=s, device=device), device, cfg.gan, real, s, c)
+
+        def train_class(real: torch.Tensor = real, s: int = s) -> TrainedGAN:  # bound now: called in this iteration
+            return fit(cfg.gan, real, seed=s, device=device)
+
+        gans[c] = cached_fit(cache, stats, train_class, device, cfg.gan, real, s, c)
     return gans
 
 
@@ -207,8 +213,8 @@ class BestStep:
 
 
 def run_fold(
-    cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device, references: RealReferenceCache | None = None,
-    gan_cache: GeneratorCache | None = None,
+    cfg: TrialConfig, pool: ImageDataset, fold: Fold, device: torch.device,
+    references: RealReferenceCache | None = None, gan_cache: GeneratorCache | None = None,
 ) -> FoldResult:
     train, val = fold.train_view(pool), fold.val_view(pool)  # the only views this fold may use
     seed = fold_seed(cfg, fold)
@@ -226,7 +232,8 @@ def fold_generative_metrics(cfg, references, fold_index, train, val, synthetic_i
     """Synthetic vs real in the feature space of a classifier trained on the fold's real images only."""
 
     def real_only_classifier() -> nn.Module:
-        return fit_classifier(cfg.classifier, train.images, train.labels, val.images, val.labels, train.num_classes, seed=seed)
+        return fit_classifier(cfg.classifier, train.images, train.labels, val.images, val.labels, train.num_classes,
+                              seed=seed)
 
     reference = references.get(fold_index, train.images, val.images, real_only_classifier)
     return generative_metrics(reference, synthetic_images)
@@ -295,7 +302,8 @@ def save_fold_results(results: list[FoldResult], directory: str) -> None:
     folds = [{"fold": r.fold, "metrics": r.metrics, "gen_metrics": r.gen_metrics, "gan_stats": r.gan_stats,
               "synthetic_counts": {str(c): n for c, n in r.synthetic_counts.items()}} for r in results]
     Path(directory, FOLDS_JSON).write_text(json.dumps({"folds": folds}))
-    arrays = {f"{kind}_{i}": a for i, r in enumerate(results) for kind, a in (("labels", r.val_labels), ("proba", r.val_proba))}
+    arrays = {f"{kind}_{i}": a for i, r in enumerate(results)
+              for kind, a in (("labels", r.val_labels), ("proba", r.val_proba))}
     np.savez(Path(directory, FOLDS_NPZ), **arrays)
 
 
