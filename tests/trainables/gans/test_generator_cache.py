@@ -71,7 +71,9 @@ def test_a_damaged_entry_is_never_loaded_but_retrained_and_replaced(tmp_path, da
     cache.put(key, fit(x)())
     path = tmp_path / key[:2] / f"{key}.gan"
     blob = path.read_bytes()
-    path.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
+    path.write_bytes(
+        blob[: len(blob) // 2] if damage == "truncate" else blob[:100] + bytes([blob[100] ^ 1]) + blob[101:]
+    )
     assert cache.get(key, CPU) is None
     stats = CacheStats()
     cache.get_or_train(key, fit(x), CPU, stats)
