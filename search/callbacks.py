@@ -91,16 +91,22 @@ class SweepTrialRuns(Callback):
 
 
 INTERRUPTED = threading.Event()
-"""Set when Ctrl-C reached the search's driver (see InterruptWatch)."""
+"""Set when Ctrl-C, SIGTERM or SIGUSR1 reached the search's driver (see InterruptWatch)."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Ctrl-C; what `ray job stop`, pod deletion, `docker stop` and a RayJob's deletion send; and
+Tune's own graceful-stop signal. All end the search the same resumable way."""
 
 
 class InterruptWatch(Callback):
-    """Tells the driver that Ctrl-C cut the search short.
+    """Tells the driver that a stop signal cut the search short.
 
-    On SIGINT, Tune's own handler saves the experiment and `Tuner.fit` returns as if the search
-    had ended, with in-flight trials looking like trials the scheduler stopped. Tune installs that
-    handler before it sets up callbacks, so `setup` can wrap it: the flag is set, then Tune's
-    handler runs as before. A module-level Event, not an attribute: a restored search runs a
+    On SIGINT (and SIGUSR1), Tune's own handler saves the experiment and `Tuner.fit` returns as if
+    the search had ended, with in-flight trials looking like trials the scheduler stopped. Tune
+    installs that handler before it sets up callbacks, so `setup` can wrap it: the flag is set,
+    then Tune's handler runs. SIGTERM, which Tune leaves to kill the driver mid-checkpoint, gets
+    the same handler, so a stopped job or a deleted pod leaves a resumable search; a second
+    SIGTERM kills as usual. A module-level Event, not an attribute: a restored search runs a
     callback unpickled from the first run's config."""
 
     def setup(self, **info):
@@ -109,12 +115,15 @@ class InterruptWatch(Callback):
             return  # signal handlers live on the main thread only (Tune installs none either)
         tune_handler = signal.getsignal(signal.SIGINT)
 
-        def on_sigint(signum, frame):
+        def on_stop(signum, frame):
             INTERRUPTED.set()
+            if signum == signal.SIGTERM:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one is not graceful
             if callable(tune_handler):
                 tune_handler(signum, frame)
 
-        signal.signal(signal.SIGINT, on_sigint)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_stop)
 
 
 class TrialLines(Callback):

@@ -39,9 +39,10 @@ class SearchOptions:
     """Generator cache shared by trials, resumes and later searches (default: STORAGE_PATH/gan_cache)."""
     no_gan_cache: bool = False
     """Train every GAN, reuse none."""
-    resume: bool = False
-    """Continue the experiment's killed search (same space, --set values, --storage-path, --experiment, --seed and
-    resources; see search/resume.py)."""
+    resume: str | None = None
+    """Continue the experiment's killed or stopped search (same space, --set values, --storage-path, --experiment,
+    --seed and resources; see search/resume.py); `--resume auto`: continue it if there is one Tune can restore, else
+    start a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
     quiet: bool = False
     """No live progress view, one line per finished trial (for CI logs)."""
 

@@ -96,7 +96,7 @@ def run_search(
     """Run the whole search; returns (leaderboard rows best first, parent run id)."""
     resolved = {**space.resolved(), "options": options.to_dict()}  # as printed; compared on --resume
     # A resume that would be refused (another --seed, a changed space) is refused before Ray starts.
-    earlier = resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri) if options.resume else None
+    earlier = search_to_resume(options, resolved)
     # Ray first: a cluster that cannot be joined must not leave a FAILED parent run behind.
     init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
     try:  # before the parent run too: a refused cluster leaves nothing behind
@@ -123,7 +123,7 @@ def run_search(
     )
     failed, interrupted = True, False
     try:
-        tuner = restore_tuner(settings, options, record) if options.resume else make_tuner(space, settings, options, record)
+        tuner = restore_tuner(settings, options, record) if earlier is not None else make_tuner(space, settings, options, record)
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
         failed, interrupted = False, callbacks.INTERRUPTED.is_set()
         if options.optuna_storage and not interrupted:
@@ -197,6 +197,20 @@ def make_tuner(space: Space, settings: StudySettings, options: SearchOptions, re
             progress_reporter=reporter,
         ),
     )
+
+
+def search_to_resume(options: SearchOptions, resolved: dict) -> SearchRecord | None:
+    """The search `--resume` continues (a ResumeError says why it cannot), or None to start one.
+    `--resume auto` continues the experiment's last search only when it did not finish and Tune
+    saved a state to restore; otherwise (none yet, finished, or killed before Tune's first
+    checkpoint) it starts a new search, so the same command is right for a first run and a retry."""
+    if not options.resume:
+        return None
+    if options.resume == "auto":
+        last = resume.read_record(options.storage_path, options.experiment)
+        if last is None or last.status == "finished" or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last)):
+            return None
+    return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
 
 
 def restore_tuner(settings: StudySettings, options: SearchOptions, record: SearchRecord) -> tune.Tuner:

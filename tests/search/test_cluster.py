@@ -176,3 +176,37 @@ def test_a_node_that_sees_another_folder_is_told_to_use_shared_storage(tmp_path,
         # No driver probe in this folder: as a node with its own local disk sees it.
         problems = preflight.check_node(url, str(tmp_path / "elsewhere"), "tok", "n1")
     assert len(problems) == 1 and "not a shared filesystem" in problems[0] and "s3://" in problems[0]
+
+
+# --- --resume auto -------------------------------------------------------------------------------
+
+
+def test_resume_auto_continues_only_an_unfinished_restorable_search(tmp_path, monkeypatch):
+    from ray import tune
+
+    from gantune.search import resume, tuner
+
+    storage = str(tmp_path / "ray_results")
+    options = SearchOptions(experiment="e", tracking_uri="sqlite:///m.db", storage_path=storage, resume="auto")
+    resolved = {**load_space(DEMO).resolved(), "options": options.to_dict()}
+    restorable = set()
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: path in restorable))
+    assert tuner.search_to_resume(options, resolved) is None  # no search yet: start one
+    record = resume.SearchRecord("e", "1", "parent", "e-parent", "sqlite:///m.db", resolved, "interrupted")
+    resume.write_record(storage, record)
+    assert tuner.search_to_resume(options, resolved) is None  # killed before Tune's first checkpoint
+    restorable.add(resume.tune_path(storage, record))
+    assert tuner.search_to_resume(options, resolved).parent_run_id == "parent"
+    resume.write_record(storage, resume.SearchRecord(**{**record.__dict__, "status": "finished"}))
+    assert tuner.search_to_resume(options, resolved) is None  # finished: a new search
+    # A bare --resume still refuses what it cannot continue.
+    with pytest.raises(resume.ResumeError, match="already ended"):
+        tuner.search_to_resume(SearchOptions(**{**options.__dict__, "resume": "yes"}), resolved)
+
+
+def test_the_resume_flag_takes_auto_or_nothing():
+    assert options_for("--resume").resume == "yes"
+    assert options_for("--resume", "auto").resume == "auto"
+    assert options_for().resume is None
+    with pytest.raises(SystemExit):
+        options_for("--resume", "sometimes")
