@@ -232,6 +232,8 @@ def build_command(cfg: ServerConfig) -> list[str]:
         cmd += ["--allowed-hosts", cfg.allowed_hosts]
     if cfg.auth:
         cmd += ["--app-name", "basic-auth"]
+    else:  # MLflow's app opening on model-training runs (gantune/search/mlflow_ui.py)
+        cmd += ["--app-name", "gantune"]
     return cmd
 
 

@@ -199,6 +199,12 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
     from .tracking import runs_page_url
 
     experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
+    from mlflow.tracking import MlflowClient
+
+    from .mlflow_ui import APP_NAME
+    from .tracking import runs_page_url
+
+    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         mlflow_exe = Path(sys.executable).with_name("mlflow")
         # --app-name gantune: the UI opens in model-training mode (search/mlflow_ui.py).

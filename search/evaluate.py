@@ -61,6 +61,7 @@ from .bars import progress_bar, write_line
 from .leaderboard import format_table as text_table
 from .leaderboard import rank_runs
 from .runs import (
+    add_fold_values,
     experiment_and_latest_search,
     read_json,
     resolved_space,
@@ -142,7 +143,7 @@ class Source:
 def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, baseline: str | None = None) -> list:
     """The search's usable trial runs (leaderboard.usable), best first."""
     extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
-    return rank_runs(trial_runs(client, experiment_id, search.info.run_id, extra), metric, mode)
+    return rank_runs(add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), metric), metric, mode)
 
 
 def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | None) -> AugmentConfig:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from .leaderboard import RANK_BY, paired_to_baseline, rank_complete_runs
 from .runs import (
+    add_fold_values,
     RunsError,
     experiment_and_latest_search,
     resolved_space,
@@ -172,7 +173,7 @@ def choose(client, experiment_name: str, metric: str, mode: str | None, rank_by:
     mode = mode or (settings.get("mode", "max") if settings.get("metric") == metric else "max")
     rank_by = rank_by or settings.get("rank_by", "mean")
     total_folds, folds = search_folds(client, search)
-    trials = trial_runs(client, experiment.experiment_id, search.info.run_id)
+    trials = add_fold_values(client, trial_runs(client, experiment.experiment_id, search.info.run_id), metric)
     # The baseline: the best real_only trial that ran every fold.
     baselines = rank_complete_runs([r for r in trials if r.data.tags.get("gantune.baseline") == "real_only"],
                                    metric, mode, total_folds, folds)

@@ -50,6 +50,20 @@ def trial_runs(client, experiment_id: str, parent_run_id: str, extra_filter: str
     return client.search_runs([experiment_id], query, order_by=order_by, max_results=10_000)
 
 
+def add_fold_values(client, runs: list, metric: str) -> list:
+    """`runs` with each one's per-fold values of `metric` also under `fold{i}_<metric>` in
+    run.data.metrics, the keys leaderboard.fold_values reads (a trial's Tune result carries them
+    so). MLflow holds them as one metric `fold_<metric>` with step = fold index, which keeps the
+    runs table to one column per metric; the latest value per step wins (a retried fold)."""
+    from gantune.trainables.metrics import fold_metric_key
+
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, fold_metric_key(metric))
+        for m in sorted(history, key=lambda m: m.timestamp):
+            run.data.metrics[f"fold{m.step}_{metric}"] = m.value
+    return runs
+
+
 def trial_id_of(run) -> str:
     """A trial run's Tune trial id (its run id for a run logged without one)."""
     return run.data.tags.get("gantune.trial_id", run.info.run_id)
@@ -127,13 +141,19 @@ def load_search(client, experiment_name: str, error: type[Exception] = RunsError
     experiment, search = experiment_and_latest_search(client, experiment_name, error)
     run_id = search.info.run_id
     space = space_from_resolved(resolved_space(client, run_id, error), f"runs:/{run_id}/{RESOLVED_SPACE}")
-    runs = trial_runs(client, experiment.experiment_id, run_id, order_by=["attributes.start_time ASC"])
+    runs = add_fold_values(
+        client,
+        trial_runs(client, experiment.experiment_id, run_id, order_by=["attributes.start_time ASC"]),
+        space.search.metric,
+    )
     distributions = space.optuna_space()
     trials, params = {}, {}
     for run in runs:
         trial_id = trial_id_of(run)
         trials[trial_id] = run
         params[trial_id] = {
-            key: typed_value(run.data.params[key], dist) for key, dist in distributions.items() if key in run.data.params
+            key: typed_value(run.data.params[key], dist)
+            for key, dist in distributions.items()
+            if key in run.data.params
         }
     return SearchView(experiment_name, search, space, trials, params)

@@ -36,14 +36,53 @@ def local_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+"""A model-training experiment, not GenAI, for MLflow UIs that read the tag. 3.17's UI takes the
+mode from the URL or the browser instead (search/mlflow_ui.py sets that default)."""
+
+
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    location = local_artifact_location(tracking_uri)
-    return client.create_experiment(name, artifact_location=f"{location}/{name}" if location else None)
+        experiment_id = experiment.experiment_id
+    else:
+        location = local_artifact_location(tracking_uri)
+        experiment_id = client.create_experiment(name, artifact_location=f"{location}/{name}" if location else None)
+    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)  # existing experiments too
+    return experiment_id
+
+
+def runs_view(resolved: dict) -> dict:
+    """The runs table a person compares trials in: the metric and its worst fold, the searched
+    parameters, the baseline tag; best first. MLflow's shared-view JSON (selectedColumns holds column
+    ids such as metrics.`val_auc`)."""
+    from gantune.trainables.metrics import trial_metric_names
+
+    metric = resolved["search"]["metric"]
+    metrics = [metric] + ([f"{metric}_min_fold"] if f"{metric}_min_fold" in trial_metric_names() else [])
+    columns = [f"metrics.`{m}`" for m in metrics] + [f"params.`{k}`" for k in resolved["searched"]]
+    columns += ["tags.`gantune.baseline`", "attributes.`Duration`"]
+    return {"selectedColumns": columns, "orderByKey": f"metrics.`{metric}`",
+            "orderByAsc": resolved["search"].get("mode", "max") == "min"}
+
+
+def set_runs_view(client: MlflowClient, experiment_id: str, resolved: dict) -> None:
+    """The experiment's `gantune` runs view (opened by runs_page_url and, in gantune's UI app, by
+    a runs page opened without a view)."""
+    import json
+
+    from .mlflow_ui import VIEW_TAG
+
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(runs_view(resolved)))
+
+
+def runs_page_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs page in model-training mode with the gantune view."""
+    from .mlflow_ui import VIEW_KEY
+
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, run_name: str | None = None) -> str:

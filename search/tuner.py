@@ -152,6 +152,7 @@ def open_search(client: MlflowClient, resolved: dict, options: SearchOptions, ea
         client.update_run(earlier.parent_run_id, status="RUNNING")
         return earlier
     experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
+    tracking.set_runs_view(client, experiment_id, resolved)  # the columns of this search's space
     parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
     record = SearchRecord(
         experiment=options.experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,

@@ -19,6 +19,12 @@ def trial_metric_names() -> tuple[str, ...]:
     return tuple(f"val_{m}" for m in METRIC_NAMES) + tuple(f"val_{m}_min_fold" for m in METRIC_NAMES)
 
 
+def fold_metric_key(name: str) -> str:
+    """The MLflow key of a per-fold value (`fold_val_auc`), logged once per fold with step = the
+    fold index, so the runs table gets one column per metric instead of one per metric and fold."""
+    return f"fold_{name}"
+
+
 def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 

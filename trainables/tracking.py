@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from .config import TrialConfig
 from .gans import DivergedError, generator_checkpoint
+from .metrics import fold_metric_key
 from .plots import save_confusion_matrix, save_egan_plot, save_grid, save_roc
 
 GRID_PER_CLASS = 16
@@ -75,10 +76,13 @@ class TrialRun:
     # --- per fold ---------------------------------------------------------------------------
     def log_fold(self, result, results: list, means: dict[str, float]) -> None:
         step = len(results)
-        per_fold = {f"fold{result.fold}_val_{k}": v for k, v in result.metrics.items()}
-        self.log_metrics({**means, **per_fold, "folds_done": step}, step=step)
+        self.log_metrics({**means, "folds_done": step}, step=step)
+        # One key per metric, step = fold index (search/runs.add_fold_values reads them back).
+        per_fold = {fold_metric_key(f"val_{k}"): v for k, v in result.metrics.items()}
+        per_fold.update({fold_metric_key(k): v for k, v in result.gen_metrics.items()})
+        self.log_metrics(per_fold, step=result.fold)
         synthetic = result.synthetic
-        diagnostics = {**synthetic.history, **{f"fold{result.fold}_{k}": v for k, v in result.gen_metrics.items()}}
+        diagnostics = dict(synthetic.history)
         diagnostics.update({f"synth_kept_fraction_c{c}": f for c, f in synthetic.kept_fraction.items()})
         if diagnostics:
             self.log_metrics(diagnostics, step=step)

@@ -28,7 +28,7 @@ def make_search(client, name, trials, evaluations=(), rank_by=None):
             tags["gantune.baseline"] = "real_only"
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         for i, v in enumerate(folds[:done]):
-            client.log_metric(run_id, f"fold{i}_val_auc", v)
+            client.log_metric(run_id, "fold_val_auc", v, step=i)
         client.log_metric(run_id, "val_auc", float(np.mean(folds[:done])))
         client.log_metric(run_id, "folds_done", done)
         if not baseline:
