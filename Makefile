@@ -33,6 +33,7 @@ browser-deps:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 test: $(STAMP) browser-deps
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Ratios against baselines timed in the same run (docs/performance.md); each writes

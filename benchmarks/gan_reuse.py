@@ -52,5 +52,6 @@ def gan_reuse(num_samples: int = 12) -> dict:
         "best_trial_agrees": off_best == on_best,
         "best_val_auc_cache_off": off_best[1],
         "best_val_auc_cache_on": on_best[1],
-        "ran": f"{GAN_REUSE_SPACE.relative_to(ROOT)} --num-samples {num_samples}, once with --no-gan-cache, once with a fresh cache",
+        "ran": f"{GAN_REUSE_SPACE.relative_to(ROOT)} --num-samples {num_samples}, "
+        "once with --no-gan-cache, once with a fresh cache",
     }

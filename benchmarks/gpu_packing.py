@@ -33,7 +33,9 @@ def _trial(share: float, images: torch.Tensor, steps: int, barrier, out) -> None
 def aggregate_images_per_s(k: int, images: torch.Tensor, steps: int) -> float:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=_trial, args=(1.0 / k if k > 1 else 1.0, images, steps, barrier, out)) for _ in range(k)]
+    procs = [
+        ctx.Process(target=_trial, args=(1.0 / k if k > 1 else 1.0, images, steps, barrier, out)) for _ in range(k)
+    ]
     for p in procs:
         p.start()
     spans = [out.get() for _ in procs]

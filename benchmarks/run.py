@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of benchmarks 1-2 (a demo trial's 1 CPU)")
     p.add_argument("--steps", type=int, default=60, help="GAN iterations per timing (benchmarks 1-2)")
     p.add_argument("--repeats", type=int, default=5, help="timings per figure; the median is kept")
-    p.add_argument("--tune-samples", type=int, default=12, help="trials of the demo search timed by benchmark 3 (more trials amortise Ray's start-up)")
+    p.add_argument(
+        "--tune-samples",
+        type=int,
+        default=12,
+        help="trials of the demo search timed by benchmark 3 (more trials amortise Ray's start-up)",
+    )
     p.add_argument("--search-samples", type=int, default=12, help="trials of each search of benchmark 4")
     p.add_argument("--reuse-samples", type=int, default=12, help="trials of each search of the gan_reuse benchmark")
     p.add_argument("--only", choices=("gan_reuse",), help="run only this benchmark of the quick suite")
@@ -69,10 +74,19 @@ def quick_suite(args, images: torch.Tensor) -> tuple[dict, dict, list]:
     print(f"[3/4] Ray Tune overhead: spaces/demo.yaml, {args.tune_samples} trials, 1 CPU each", flush=True)
     with tempfile.TemporaryDirectory() as work:
         run = run_space({"search.num_samples": args.tune_samples}, Path(work), "bench-tune")
-    t = details["tune"] = {**tune_overhead(run), "ran": f"spaces/demo.yaml --num-samples {args.tune_samples} --cpus-per-trial 1"}
+    t = details["tune"] = {
+        **tune_overhead(run),
+        "ran": f"spaces/demo.yaml --num-samples {args.tune_samples} --cpus-per-trial 1",
+    }
     figures["tune_overhead"] = t["tune_overhead"]
-    rows.append(("tune_overhead", f"{t['tune_overhead']:.3f}", TARGETS["tune_overhead"],
-                 f"{t['inside_trials_seconds']:.0f} s in trials / ({t['wall_seconds']:.0f} s wall x {t['concurrent']})"))
+    rows.append(
+        (
+            "tune_overhead",
+            f"{t['tune_overhead']:.3f}",
+            TARGETS["tune_overhead"],
+            f"{t['inside_trials_seconds']:.0f} s in trials / ({t['wall_seconds']:.0f} s wall x {t['concurrent']})",
+        )
+    )
     for part, merged in zip(reuse_suite(args), (figures, details, rows)):
         merged.update(part) if isinstance(merged, dict) else merged.extend(part)
     packing = gpu_packing(images, steps=args.steps * 5)
@@ -89,7 +103,9 @@ def quick_suite(args, images: torch.Tensor) -> tuple[dict, dict, list]:
 def reuse_suite(args) -> tuple[dict, dict, list]:
     from .gan_reuse import gan_reuse
 
-    print(f"[4/4] GAN reuse: benchmarks/spaces/gan_reuse.yaml, {args.reuse_samples} trials, cache off then on", flush=True)
+    print(
+        f"[4/4] GAN reuse: benchmarks/spaces/gan_reuse.yaml, {args.reuse_samples} trials, cache off then on", flush=True
+    )
     r = gan_reuse(args.reuse_samples)
     row = ("gan_reuse_compute_ratio", f"{r['gan_reuse_compute_ratio']:.2f}", TARGETS["gan_reuse_compute_ratio"],
            f"{r['gan_trainings_cache_on']} vs {r['gan_trainings_cache_off']} GANs trained; best trial agrees: "
@@ -104,12 +120,15 @@ def search_suite(args) -> tuple[dict, dict, list]:
     for name, overrides in SEARCH_EFFICIENCY.items():
         print(f"[4] search efficiency: {name}, {args.search_samples} trials", flush=True)
         with tempfile.TemporaryDirectory() as work:
-            runs[name] = run_space({**overrides, "search.num_samples": args.search_samples}, Path(work), f"bench-{name}")
+            runs[name] = run_space(
+                {**overrides, "search.num_samples": args.search_samples}, Path(work), f"bench-{name}"
+            )
     s = search_compute_fraction(runs["tpe_asha"], runs["random_fifo"])
     s["ran"] = {name: {**o, "search.num_samples": args.search_samples} for name, o in SEARCH_EFFICIENCY.items()}
     if s["reached"]:
         value = f"{s['search_compute_fraction']:.2f}"
-        how = f"{s['asha_seconds_to_reach']:.0f} s to reach AUC {s['random_best_val_auc']:.3f} / {s['random_total_seconds']:.0f} s"
+        how = (f"{s['asha_seconds_to_reach']:.0f} s to reach AUC {s['random_best_val_auc']:.3f} "
+               f"/ {s['random_total_seconds']:.0f} s")
     else:
         value = "not reached"
         how = (f"best AUC {s['asha_best_val_auc']:.3f} < random's {s['random_best_val_auc']:.3f}; "

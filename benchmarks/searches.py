@@ -119,7 +119,9 @@ def best_complete(run: SearchRun, metric: str = "val_auc") -> float:
 
 
 def complete_values(run: SearchRun, metric: str = "val_auc") -> list[float]:
-    return sorted(float(t.results[-1][metric]) for t in run.trials if int(t.results[-1].get("folds_done", 0)) == run.folds)
+    return sorted(
+        float(t.results[-1][metric]) for t in run.trials if int(t.results[-1].get("folds_done", 0)) == run.folds
+    )
 
 
 def search_compute_fraction(asha: SearchRun, random: SearchRun) -> dict:

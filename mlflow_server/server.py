@@ -147,7 +147,9 @@ def with_installed_postgres_driver(uri: str) -> str:
     if scheme not in ("postgresql", "postgres") or importlib.util.find_spec("psycopg") is not None:
         return uri
     if importlib.util.find_spec("psycopg2") is None:
-        raise ServerError(f"{uri.split('@')[-1]}: a PostgreSQL store needs psycopg2-binary (pip install psycopg2-binary)")
+        raise ServerError(
+            f"{uri.split('@')[-1]}: a PostgreSQL store needs psycopg2-binary (pip install psycopg2-binary)"
+        )
     return f"postgresql+psycopg2{sep}{rest}"
 
 

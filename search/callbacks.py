@@ -52,7 +52,9 @@ ORPHAN_REASON = (
 )
 
 
-def sweep_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str]) -> dict[str, int]:
+def sweep_trial_runs(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str]
+) -> dict[str, int]:
     """Close every trial run still RUNNING; delete runs of trials Tune does not know.
 
     trial_status maps Tune trial id -> Tune status ('TERMINATED', 'ERROR', ...). Returns counts

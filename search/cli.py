@@ -199,17 +199,14 @@ def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: f
     from .tracking import runs_page_url
 
     experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
-    from mlflow.tracking import MlflowClient
-
-    from .mlflow_ui import APP_NAME
-    from .tracking import runs_page_url
-
-    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         mlflow_exe = Path(sys.executable).with_name("mlflow")
         # --app-name gantune: the UI opens in model-training mode (search/mlflow_ui.py).
-        print(f"\nOpen the MLflow UI on this experiment's runs:\n  {mlflow_exe} ui --app-name {APP_NAME} "
-              f"--backend-store-uri {tracking_uri} --port 5000\n  then browse {runs_page_url('http://127.0.0.1:5000', experiment_id)}")
+        print(
+            f"\nOpen the MLflow UI on this experiment's runs:\n  {mlflow_exe} ui --app-name {APP_NAME} "
+            f"--backend-store-uri {tracking_uri} --port 5000\n"
+            f"  then browse {runs_page_url('http://127.0.0.1:5000', experiment_id)}"
+        )
     else:
         print(f"\nMLflow UI, this experiment's runs: {runs_page_url(tracking_uri, experiment_id)}")
 

@@ -29,7 +29,10 @@ def load_data(space, skip_bad: bool):
     cfg = TrialConfig.from_flat(space.fixed)
     path = resolve_data_path(cfg.data.path, space.path)
     if not path.exists():
-        raise DatasetError(f"{space.path}: 'data.path' {cfg.data.path!r} does not exist (looked in the working directory and next to the space file)")
+        raise DatasetError(
+            f"{space.path}: 'data.path' {cfg.data.path!r} does not exist "
+            "(looked in the working directory and next to the space file)"
+        )
     splits, skipped = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
     try:
         check_dataset_fit(cfg, splits.pool.num_classes)  # e.g. data.positive_class, only now known to fit

@@ -100,21 +100,27 @@ def parse_fractions(text: str) -> tuple[float, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest finished search to evaluate")
-    p.add_argument("--split", choices=("test",), default="test", help="split scored once (only 'test': the untouched split)")
+    p.add_argument(
+        "--split", choices=("test",), default="test", help="split scored once (only 'test': the untouched split)"
+    )
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help=f"seeds 0..S-1, the same for every method (default: {DEFAULT_SEEDS})")
     p.add_argument("--train-fraction", type=parse_fractions, default=(1.0,), metavar="F[,F...]",
                    help="also refit on these stratified fractions of the training images and plot test AUC "
                         "against the number of real images, e.g. 0.25,0.5,1 (default: 1 only)")
     p.add_argument("--data", help="dataset path; overrides the searched data.path (must be the same dataset)")
-    p.add_argument("--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training"
+    )
     p.add_argument("--trial", metavar="ID",
                    help=f"evaluate this trial (its gantune.trial_id) instead of the search's best; "
                         f"'{BEST_GAN}': the best trial that adds synthetic images")
     p.add_argument("--storage-path", default="ray_results",
                    help="the search's storage path: its generator cache (STORAGE_PATH/gan_cache) is reused")
     cache = p.add_mutually_exclusive_group()
-    cache.add_argument("--gan-cache", metavar="URI", help="generator cache location, when the search ran with --gan-cache")
+    cache.add_argument(
+        "--gan-cache", metavar="URI", help="generator cache location, when the search ran with --gan-cache"
+    )
     cache.add_argument("--no-gan-cache", action="store_true", help="train every GAN, reuse none")
 
 
@@ -143,7 +149,9 @@ class Source:
 def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, baseline: str | None = None) -> list:
     """The search's usable trial runs (leaderboard.usable), best first."""
     extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
-    return rank_runs(add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), metric), metric, mode)
+    return rank_runs(
+        add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), metric), metric, mode
+    )
 
 
 def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | None) -> AugmentConfig:
@@ -204,7 +212,10 @@ def method_configs(best: TrialConfig, augments: dict[str, AugmentConfig]) -> dic
     image and no augmentation; the same with no synthetic image and each baseline augmentation.
     Classifier, step budget and everything else stay the best trial's."""
     no_synth = replace(best.synth, ratio=0.0)
-    configs = {"best_config": best, "real_only": replace(best, synth=no_synth, augment=replace(best.augment, enabled=False))}
+    configs = {
+        "best_config": best,
+        "real_only": replace(best, synth=no_synth, augment=replace(best.augment, enabled=False)),
+    }
     for name in AUGMENTED_BASELINES:
         configs[name] = replace(best, synth=no_synth, augment=augments[name])
     return configs
@@ -237,7 +248,10 @@ class RefitPlan:
             return self.train_idx
         rng = np.random.default_rng(seed)
         y = labels[self.train_idx]
-        keep = [rng.permutation(np.flatnonzero(y == c))[: max(2, math.ceil(fraction * np.sum(y == c)))] for c in np.unique(y)]
+        keep = [
+            rng.permutation(np.flatnonzero(y == c))[: max(2, math.ceil(fraction * np.sum(y == c)))]
+            for c in np.unique(y)
+        ]
         return np.sort(self.train_idx[np.concatenate(keep)])
 
 
@@ -373,7 +387,9 @@ class Evaluation:
         if not self.binary:
             return None
         y = self.labels == self.positive
-        return stats.delong(y, self.ensemble("best_config")[:, self.positive], self.ensemble(self.baseline)[:, self.positive])
+        return stats.delong(
+            y, self.ensemble("best_config")[:, self.positive], self.ensemble(self.baseline)[:, self.positive]
+        )
 
     def baseline_specificity(self) -> float:
         """The strongest baseline's specificity at its own operating point (argmax of its seed ensemble)."""
@@ -401,7 +417,11 @@ class Evaluation:
                 out[f"test_{method}_{metric}_mean"], out[f"test_{method}_{metric}_sd"] = self.summary(method, metric)
             out[f"test_{method}_ensemble_auc"] = ensemble_auc(self.labels, self.ensemble(method), self.positive)
         for metric in METRIC_NAMES:
-            out[f"paired_delta_{metric}"], out[f"paired_delta_{metric}_ci_low"], out[f"paired_delta_{metric}_ci_high"] = self.delta(metric)
+            (
+                out[f"paired_delta_{metric}"],
+                out[f"paired_delta_{metric}_ci_low"],
+                out[f"paired_delta_{metric}_ci_high"],
+            ) = self.delta(metric)
         boot = self.bootstrap()
         out["ensemble_delta_auc"] = boot.delta
         out["paired_delta_auc_bootstrap_ci_low"], out["paired_delta_auc_bootstrap_ci_high"] = boot.low, boot.high
@@ -412,7 +432,10 @@ class Evaluation:
             out["baseline_spec"] = self.baseline_specificity()
             out.update({f"test_{m}_sens_at_spec": v for m, v in per_method.items()})
             out["delta_sens_at_spec"] = sens_boot.delta
-            out["delta_sens_at_spec_bootstrap_ci_low"], out["delta_sens_at_spec_bootstrap_ci_high"] = sens_boot.low, sens_boot.high
+            out["delta_sens_at_spec_bootstrap_ci_low"], out["delta_sens_at_spec_bootstrap_ci_high"] = (
+                sens_boot.low,
+                sens_boot.high,
+            )
         return out
 
 
@@ -445,8 +468,11 @@ def format_table(ev: Evaluation, split: str, metrics: dict[str, float]) -> str:
              "ensemble_auc": f"{metrics[f'test_{m}_ensemble_auc']:.4f}"} for m in ev.runs]
     n = len(ev.seeds)
     lines = [
-        (f"{split} split, mean ± sd over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, ev.seeds))}), same seeds for "
-         f"every method; ensemble_auc = AUC of the seed-averaged predictions:"),
+        (
+            f"{split} split, mean ± sd over {n} seed{'s' if n > 1 else ''} "
+            f"({', '.join(map(str, ev.seeds))}), same seeds for "
+            f"every method; ensemble_auc = AUC of the seed-averaged predictions:"
+        ),
         text_table(rows, ["method", *TABLE_METRICS, "ensemble_auc"]),
         "",
         f"best_config - {ev.baseline} (the strongest baseline by mean test {ev.ranking_metric}):",
@@ -455,14 +481,21 @@ def format_table(ev: Evaluation, split: str, metrics: dict[str, float]) -> str:
     for metric in TABLE_METRICS:
         mean, low, high = ev.delta(metric)
         lines.append(f"    {metric:<12} {mean:+.4f}  {interval(low, high)}")
-    lines.append(f"  seed ensembles: AUC difference {metrics['ensemble_delta_auc']:+.4f}, paired bootstrap over test images "
-                 f"({BOOTSTRAP_REPLICATES} stratified resamples) {interval(metrics['paired_delta_auc_bootstrap_ci_low'], metrics['paired_delta_auc_bootstrap_ci_high'])}")
+    lines.append(
+        f"  seed ensembles: AUC difference {metrics['ensemble_delta_auc']:+.4f}, paired bootstrap over test images "
+        f"({BOOTSTRAP_REPLICATES} stratified resamples) "
+        f"{interval(metrics['paired_delta_auc_bootstrap_ci_low'], metrics['paired_delta_auc_bootstrap_ci_high'])}"
+    )
     if "delong_p" in metrics:
-        lines.append(f"  DeLong's test on the seed ensembles: z = {metrics['delong_z']:+.3f}, p = {metrics['delong_p']:.4f}")
-        lines.append(f"  sensitivity at the {ev.baseline} specificity {metrics['baseline_spec']:.4f}: "
-                     + ", ".join(f"{m} {metrics[f'test_{m}_sens_at_spec']:.4f}" for m in ev.runs)
-                     + f"; difference {metrics['delta_sens_at_spec']:+.4f} "
-                       f"{interval(metrics['delta_sens_at_spec_bootstrap_ci_low'], metrics['delta_sens_at_spec_bootstrap_ci_high'])}")
+        lines.append(
+            f"  DeLong's test on the seed ensembles: z = {metrics['delong_z']:+.3f}, p = {metrics['delong_p']:.4f}"
+        )
+        lines.append(
+            f"  sensitivity at the {ev.baseline} specificity {metrics['baseline_spec']:.4f}: "
+            + ", ".join(f"{m} {metrics[f'test_{m}_sens_at_spec']:.4f}" for m in ev.runs)
+            + f"; difference {metrics['delta_sens_at_spec']:+.4f} "
+            + interval(metrics["delta_sens_at_spec_bootstrap_ci_low"], metrics["delta_sens_at_spec_bootstrap_ci_high"])
+        )
     return "\n".join(lines)
 
 
@@ -496,7 +529,15 @@ def efficiency_rows(results: dict[float, dict[str, MethodRuns]], sizes: dict[flo
     for fraction, by_method in results.items():
         for method, runs in by_method.items():
             mean, sd = mean_sd([m["auc"] for m in runs.metrics])
-            rows.append({"fraction": fraction, "train_images": sizes[fraction], "method": method, "auc_mean": mean, "auc_sd": sd})
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "train_images": sizes[fraction],
+                    "method": method,
+                    "auc_mean": mean,
+                    "auc_sd": sd,
+                }
+            )
     return rows
 
 
@@ -648,7 +689,10 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     check_same_data(client, source, data)
     plan = refit_plan(data, source.trial, source.cfg)
     if dry_run:
-        flat = {m: {k: v for k, v in c.to_flat().items() if k.split(".")[0] in ("synth", "augment")} for m, c in configs.items()}
+        flat = {
+            m: {k: v for k, v in c.to_flat().items() if k.split(".")[0] in ("synth", "augment")}
+            for m, c in configs.items()
+        }
         return f"{header}\nrefit: {plan.reason}\n" + json.dumps(flat, indent=2), None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     progress(header)
@@ -663,9 +707,15 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     table = format_table(ev, split, metrics)
     if len(fractions) > 1:
         rows = [{**r, "auc": fmt(r["auc_mean"], r["auc_sd"])} for r in efficiency_rows(results, sizes)]
-        table += "\n\ndata efficiency (test AUC, mean ± sd over seeds):\n" + text_table(rows, ["train_images", "method", "auc"])
+        table += "\n\ndata efficiency (test AUC, mean ± sd over seeds):\n" + text_table(
+            rows, ["train_images", "method", "auc"]
+        )
     run_id = log_evaluation(client, source, ev, metrics, split, table, plan, configs, results, sizes)
-    return f"\n{table}\n\nLogged as evaluation run {run_id} (tag gantune.role=evaluation) under search run {source.search.info.run_id}", run_id
+    return (
+        f"\n{table}\n\nLogged as evaluation run {run_id} (tag gantune.role=evaluation) "
+        f"under search run {source.search.info.run_id}",
+        run_id,
+    )
 
 
 def evaluate_main(args) -> int:

@@ -62,8 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("ls", "prune"), help="ls: list entries; prune: delete old entries / cap the size")
     p.add_argument("--storage-path", default="ray_results", help="the searches' storage path (the cache is under it)")
     p.add_argument("--gan-cache", metavar="URI", help="the cache's own location, when searches ran with --gan-cache")
-    p.add_argument("--older-than", metavar="AGE", help="prune: delete entries not written for this long (e.g. 30d, 12h)")
-    p.add_argument("--max-size", metavar="SIZE", help="prune: then delete the oldest until the cache holds at most this (e.g. 2G)")
+    p.add_argument(
+        "--older-than", metavar="AGE", help="prune: delete entries not written for this long (e.g. 30d, 12h)"
+    )
+    p.add_argument(
+        "--max-size", metavar="SIZE", help="prune: then delete the oldest until the cache holds at most this (e.g. 2G)"
+    )
 
 
 def cache_main(args) -> int:
@@ -76,7 +80,10 @@ def cache_main(args) -> int:
         now = time.time()
         for e in entries:
             print(f"{e.key[:16]}  {human_size(e.size):>9}  {(now - e.modified) / 3600:7.1f} h ago")
-        print(f"{len(entries)} trained GAN{'s' if len(entries) != 1 else ''}, {human_size(sum(e.size for e in entries))} in {location}")
+        print(
+            f"{len(entries)} trained GAN{'s' if len(entries) != 1 else ''}, "
+            f"{human_size(sum(e.size for e in entries))} in {location}"
+        )
         return 0
     if args.older_than is None and args.max_size is None:
         raise CacheError("prune needs --older-than AGE and/or --max-size SIZE")
@@ -84,6 +91,9 @@ def cache_main(args) -> int:
     size = parse_size(args.max_size) if args.max_size else None
     removed = cache.prune(older_than_s=older, max_bytes=size)
     left = cache.entries()
-    print(f"deleted {len(removed)} entr{'ies' if len(removed) != 1 else 'y'} ({human_size(sum(e.size for e in removed))}); "
-          f"{len(left)} left ({human_size(sum(e.size for e in left))}) in {location}")
+    print(
+        f"deleted {len(removed)} entr{'ies' if len(removed) != 1 else 'y'} "
+        f"({human_size(sum(e.size for e in removed))}); "
+        f"{len(left)} left ({human_size(sum(e.size for e in left))}) in {location}"
+    )
     return 0

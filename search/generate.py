@@ -29,10 +29,14 @@ class GenerateError(ValueError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator")
+    p.add_argument(
+        "model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator"
+    )
     p.add_argument("--num", type=int, required=True, help="images per class")
     p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--format", choices=FORMATS, default="png", help="png / mha per image in OUT/<class>/, or one OUT/synthetic.npz")
+    p.add_argument(
+        "--format", choices=FORMATS, default="png", help="png / mha per image in OUT/<class>/, or one OUT/synthetic.npz"
+    )
     p.add_argument("--seed", type=int, default=0, help="latent seed; class c samples with seed + c")
     p.add_argument("--no-filter", action="store_true",
                    help="skip the trial's discriminator-score filter (applied by default when the trial used one)")
@@ -59,14 +63,18 @@ def resolve_source(client, model_uri: str) -> ModelSource:
     try:
         if registered:
             name, alias, number = registered.groups()
-            version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+            version = (
+                client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+            )
             location = client.get_model_version_download_uri(name, version.version)
             return ModelSource(model_uri, location, version.run_id, str(version.version), name)
         if run:
             return ModelSource(model_uri, model_uri, run.group(1), None, None)
     except MlflowException as exc:
         raise GenerateError(f"cannot resolve {model_uri}: {exc.message}") from exc
-    raise GenerateError(f"MODEL_URI must be models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH, got {model_uri!r}")
+    raise GenerateError(
+        f"MODEL_URI must be models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH, got {model_uri!r}"
+    )
 
 
 def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Path:
@@ -77,7 +85,11 @@ def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Pat
 
     model_uri = source.uri
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.artifact_uri, dst_path=dst, tracking_uri=tracking_uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source.artifact_uri, dst_path=dst, tracking_uri=tracking_uri
+            )
+        )
     except (MlflowException, OSError) as exc:
         raise GenerateError(f"cannot download {model_uri}: {exc}") from exc
     mlmodel = local / "MLmodel"
@@ -173,8 +185,15 @@ def write_npz(out: Path, images: dict[int, np.ndarray], class_names: tuple[str, 
     return [path.name]
 
 
-def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: int = 0, tracking_uri: str | None = None,
-             use_filter: bool = True) -> dict:
+def generate(
+    model_uri: str,
+    num: int,
+    out: str | Path,
+    fmt: str = "png",
+    seed: int = 0,
+    tracking_uri: str | None = None,
+    use_filter: bool = True,
+) -> dict:
     """Write the images and metadata.json; returns the metadata."""
     import tempfile
 
@@ -215,7 +234,9 @@ def generate(model_uri: str, num: int, out: str | Path, fmt: str = "png", seed: 
 
 
 def generate_main(args) -> int:
-    metadata = generate(args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter)
+    metadata = generate(
+        args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter
+    )
     print(f"wrote {sum(metadata['counts'].values())} images ({metadata['counts']}) as {args.format} to {args.out}")
     short = {name: n for name, n in metadata["counts"].items() if n < args.num}
     if short:

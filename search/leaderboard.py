@@ -123,8 +123,18 @@ def leaderboard_columns(space) -> list[str]:
         deltas.append(f"delta_{metric}_vs_best_baseline")
     spread = [f"{metric}_min_fold"] if fold_spread(metric) else []
     lcb = [paired_lcb_column(metric)] if space.search.rank_by == "paired_lcb" else []
-    return ["trial_id", metric, *spread, *space.search.objectives[1:], *deltas, *lcb, "baseline", "folds_done", "status",
-            *sorted(space.domains)]
+    return [
+        "trial_id",
+        metric,
+        *spread,
+        *space.search.objectives[1:],
+        *deltas,
+        *lcb,
+        "baseline",
+        "folds_done",
+        "status",
+        *sorted(space.domains),
+    ]
 
 
 def cell(value) -> str:
@@ -184,7 +194,9 @@ def paired_folds(a: list[float] | None, b: list[float] | None, mode: str, folds:
     if a is None or b is None:
         return None
     sign = 1.0 if mode == "max" else -1.0
-    return fold_delta([sign * v for v in a], [sign * v for v in b], test_train_ratio=1 / (folds - 1) if folds > 1 else 0.0)
+    return fold_delta(
+        [sign * v for v in a], [sign * v for v in b], test_train_ratio=1 / (folds - 1) if folds > 1 else 0.0
+    )
 
 
 def paired_to_baseline(metrics: dict, baseline_metrics: dict, metric: str, mode: str, total_folds: int, folds: int):
@@ -203,7 +215,9 @@ def add_paired_lcb(rows: list[dict], folds_of: list, space) -> None:
     metric, mode = space.search.metric, space.search.mode
     data = TrialConfig.from_flat(space.fixed).data
     column = paired_lcb_column(metric)
-    base = [(r, f) for r, f in zip(rows, folds_of) if r["baseline"] == "real_only" and r["status"] == "OK" and f is not None]
+    base = [
+        (r, f) for r, f in zip(rows, folds_of) if r["baseline"] == "real_only" and r["status"] == "OK" and f is not None
+    ]
     best = (max if mode == "max" else min)(base, key=lambda rf: rf[0][metric])[1] if base else None
     for row, folds in zip(rows, folds_of):
         paired = paired_folds(folds, best, mode, data.folds)

@@ -54,7 +54,9 @@ def pareto_mask(values: np.ndarray, modes: list[str] | tuple[str, ...]) -> np.nd
 
 def pareto_rows(rows: list[dict], objectives: list[str], modes: list[str]) -> list[dict]:
     """The leaderboard rows on the Pareto front, in leaderboard order."""
-    values = np.array([[row.get(o, math.nan) for o in objectives] for row in rows], dtype=float).reshape(len(rows), len(objectives))
+    values = np.array([[row.get(o, math.nan) for o in objectives] for row in rows], dtype=float).reshape(
+        len(rows), len(objectives)
+    )
     return [row for row, keep in zip(rows, pareto_mask(values, modes)) if keep]
 
 
@@ -92,7 +94,9 @@ def save_pareto_plot(rows: list[dict], front: list[dict], objectives: list[str],
     plt.close(fig)
 
 
-def log_pareto_front(client, run_id: str, rows: list[dict], objectives: list[str], modes: list[str], columns: list[str]) -> list[dict]:
+def log_pareto_front(
+    client, run_id: str, rows: list[dict], objectives: list[str], modes: list[str], columns: list[str]
+) -> list[dict]:
     """pareto.csv (the front's leaderboard rows) and plots/pareto_front.png on the parent run."""
     front = pareto_rows(rows, objectives, modes)
     client.log_text(run_id, rows_csv(front, columns), "pareto.csv")
@@ -108,7 +112,9 @@ def trial_ratio(row: dict, space) -> float:
     """The synthetic-to-real ratio a leaderboard row's trial ran with."""
     from gantune.trainables.config import TrialConfig
 
-    return TrialConfig.from_flat({**space.fixed, **{k: row[k] for k in space.domains if row.get(k) is not None}}).synth.ratio
+    return TrialConfig.from_flat(
+        {**space.fixed, **{k: row[k] for k in space.domains if row.get(k) is not None}}
+    ).synth.ratio
 
 
 def ratio_plot(rows: list[dict], space, out: Path) -> Path:
@@ -120,7 +126,14 @@ def ratio_plot(rows: list[dict], space, out: Path) -> Path:
     points = [(r, trial_ratio(r, space)) for r in rows if row_usable(r, metric)]
     gan = [(r, x) for r, x in points if not r["baseline"]]
     if gan:
-        ax.scatter([x for _, x in gan], [r[metric] for r, _ in gan], s=40, color="tab:blue", label="GAN-augmented trials", zorder=3)
+        ax.scatter(
+            [x for _, x in gan],
+            [r[metric] for r, _ in gan],
+            s=40,
+            color="tab:blue",
+            label="GAN-augmented trials",
+            zorder=3,
+        )
     for name, marker, color in (("real_only", "*", "tab:red"), ("classic_aug", "D", "tab:green")):
         base = [(r, x) for r, x in points if r["baseline"] == name]
         if not base:

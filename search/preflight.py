@@ -63,7 +63,8 @@ def local_only_problems(tracking_uri: str, storage_path: str) -> list[str]:
     elif parts.scheme in ("http", "https") and is_loopback_host(parts.hostname):
         problems.append(
             f"--tracking-uri {tracking_uri} names the loopback interface, which on another node is that node itself: "
-            "pass the server's host name or address as the nodes resolve it (and list it in the server's --allowed-hosts)"
+            "pass the server's host name or address as the nodes resolve it "
+            "(and list it in the server's --allowed-hosts)"
         )
     # A local storage folder is not refused here: it may be a mount every node shares (NFS, EFS);
     # the node probes find out.
@@ -186,7 +187,8 @@ def probe_nodes(nodes: list[dict], tracking_uri: str, storage_uri: str) -> list[
                 found = [f"the probe task failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
             if not found and read_probe(storage_uri, token, node["NodeID"]) is None:
                 found = [
-                    f"--storage-path {storage_uri}: the node's probe file is not visible to the driver (not a shared filesystem)"
+                    f"--storage-path {storage_uri}: the node's probe file is not visible to the driver "
+                    "(not a shared filesystem)"
                 ]
             problems += [f"{node_label(node)}: {p}" for p in found]
         for ref in not_ready:

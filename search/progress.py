@@ -60,7 +60,9 @@ def trial_fraction(status: str, result: dict, folds: int) -> float:
     return min(1.0, (result or {}).get("folds_done", 0) / max(folds, 1))
 
 
-def snapshot(trials, metric: str, mode: str, hyperparameters: list[str], total: int, folds: int, elapsed_s: float) -> Snapshot:
+def snapshot(
+    trials, metric: str, mode: str, hyperparameters: list[str], total: int, folds: int, elapsed_s: float
+) -> Snapshot:
     """`trials` are Tune Trials (or anything with trial_id, status, last_result and config)."""
     ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
     failed = sum(is_failed(t.status, t.last_result) for t in trials)
@@ -101,7 +103,9 @@ def duration(seconds: float | None) -> str:
 
 
 def status_line(s: Snapshot, metric: str) -> str:
-    """[3/6 done | 2 running | 0 failed] best val_auc 0.731 (trial 1a2b, gan.lr=0.00023 ...) | 1m02s elapsed, ~2m10s left"""
+    """One line, e.g.
+    [3/6 done | 2 running | 0 failed] best val_auc 0.731 (trial 1a2b, gan.lr=0.00023 ...) | 1m02s elapsed, ~2m10s left
+    """
     counts = f"[{s.done}/{s.total} done | {s.running} running | {s.failed} failed]"
     if s.best_trial is None:
         best = f"no {metric} yet"

@@ -161,8 +161,11 @@ def gate(best, baseline, paired, evaluations: list, metric: str, mode: str, tota
     else:
         shown = ", ".join(
             f"run {e.info.run_id} paired_delta_auc {e.data.metrics.get('paired_delta_auc', math.nan):+.4f} "
-            f"[{e.data.metrics.get('paired_delta_auc_ci_low', math.nan):+.4f}, {e.data.metrics.get('paired_delta_auc_ci_high', math.nan):+.4f}]"
-            f" vs {e.data.params.get('better_baseline', '?')}" for e in evaluations)
+            f"[{e.data.metrics.get('paired_delta_auc_ci_low', math.nan):+.4f}, "
+            f"{e.data.metrics.get('paired_delta_auc_ci_high', math.nan):+.4f}]"
+            f" vs {e.data.params.get('better_baseline', '?')}"
+            for e in evaluations
+        )
         checks.append(Check("test evaluation", not negative, f"{shown}; must not be negative"))
     return tuple(checks)
 
@@ -263,7 +266,11 @@ def promote(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: s
 def promote_main(args) -> int:
     choice, version = promote(args.tracking_uri, args.experiment, args.metric, args.mode, args.model_name, args.alias,
                               args.force, args.rank_by)
-    why = "promoted because it passes the gate" if choice.allowed else "FORCED past the gate (--force; tagged gantune.forced=true)"
+    why = (
+        "promoted because it passes the gate"
+        if choice.allowed
+        else "FORCED past the gate (--force; tagged gantune.forced=true)"
+    )
     print(
         f"{choice.explain()}\n{why}.\n"
         f"{version.name} version {version.version} is @{args.alias}: trial run {choice.best.info.run_id} "

@@ -93,7 +93,9 @@ def optuna_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path
     for stem, (name, size) in OPTUNA_PLOTS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.simplefilter("ignore", UserWarning)  # matplotlib, on an axis with one value (a choice never varied)
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # matplotlib, on an axis with one value (a choice never varied)
             try:
                 ax = getattr(vis, name)(study, target_name=metric)
             except (ValueError, RuntimeError) as exc:  # e.g. importances need two finished trials
@@ -124,7 +126,9 @@ def figure(path: Path, width: int | None = None) -> str:
 def html_table(rows: list[dict], columns: list[str]) -> str:
     # The same cells as the terminal table (leaderboard.table_cells).
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_cells(rows, columns))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_cells(rows, columns)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -142,7 +146,11 @@ def samples_section(client, view: SearchView, rows: list[dict], out: Path) -> st
         grids = trial_images(client, run.info.run_id, "samples", out / row["trial_id"])
         if not grids:
             continue
-        note = "the best trial" if rank == 0 else f"the best trial with synthetic images (rank {rank + 1}; the best is a baseline)"
+        note = (
+            "the best trial"
+            if rank == 0
+            else f"the best trial with synthetic images (rank {rank + 1}; the best is a baseline)"
+        )
         figures = "".join(figure(p) for p in grids)
         roc = trial_images(client, run.info.run_id, "plots", out / row["trial_id"])
         plots = "".join(figure(p, 360) for p in roc)
@@ -164,12 +172,15 @@ img{max-width:100%;image-rendering:pixelated}
 """
 
 
-def write_html(path: Path, view: SearchView, title_lines: list[str], table: str, plots: list[Path], notes: list[str], samples: str) -> None:
+def write_html(
+    path: Path, view: SearchView, title_lines: list[str], table: str, plots: list[Path], notes: list[str], samples: str
+) -> None:
     images = "".join(figure(p) for p in plots)
     notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     head = "".join(f"<p>{html.escape(line)}</p>" for line in title_lines)
     path.write_text(
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gantune report: {html.escape(view.experiment)}</title>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>gantune report: {html.escape(view.experiment)}</title>"
         f"<style>{HTML_STYLE}</style></head><body><h1>gantune report: {html.escape(view.experiment)}</h1>{head}"
         f"<h2>Leaderboard</h2>{table}<h2>Plots</h2>{notes_html}<div class='row'>{images}</div>{samples}</body></html>"
     )

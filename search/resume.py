@@ -110,9 +110,15 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
             "(same --storage-path and --experiment as the killed search?)"
         )
     if record.status == "finished":  # 'failed' (the driver raised) and 'interrupted' may be resumed
-        raise ResumeError(f"{where}: the last search of '{experiment}' already ended ({record.status}); run without --resume to start a new one")
+        raise ResumeError(
+            f"{where}: the last search of '{experiment}' already ended ({record.status}); "
+            "run without --resume to start a new one"
+        )
     if record.tracking_uri != tracking_uri:
-        raise ResumeError(f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; pass --tracking-uri {record.tracking_uri}")
+        raise ResumeError(
+            f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; "
+            f"pass --tracking-uri {record.tracking_uri}"
+        )
     changed = changed_keys(record.resolved, resolved)
     options = [k for k in changed if k.startswith("options.")]
     if options:
@@ -121,7 +127,10 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
         flags = ", ".join(f"{FLAGS[n]} {was[n]}" if was.get(n) is not None else f"no {FLAGS[n]}" for n in names)
         raise ResumeError(f"{where}: {', '.join(options)} changed since the search started; resume with {flags}")
     if changed:
-        raise ResumeError(f"{where}: the space changed since the search started ({', '.join(changed)}); resume with the same space file and --set values")
+        raise ResumeError(
+            f"{where}: the space changed since the search started ({', '.join(changed)}); "
+            "resume with the same space file and --set values"
+        )
     return record
 
 

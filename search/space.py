@@ -208,7 +208,11 @@ def parse_domain(path: str, key: str, value: dict) -> dict[str, Any]:
             except SpaceError as exc:
                 raise SpaceError(f"{exc} (one of its choices {args})") from None
         return {kind: list(args)}
-    numbers = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    numbers = (
+        isinstance(args, list)
+        and len(args) == 2
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    )
     if not numbers:  # a bool is an int to Python, never a bound here
         raise SpaceError(f"{path}: '{key}' {kind} needs [low, high] numbers, got {args!r}")
     low, high = args
@@ -257,7 +261,9 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
 
 TUPLE_SETTINGS = ("baselines", "objectives", "objective_modes")
 
-MULTI_OBJECTIVE_NOTE = "scheduler fifo: a multi-objective search runs every trial to the end (ASHA stops trials on one metric)"
+MULTI_OBJECTIVE_NOTE = (
+    "scheduler fifo: a multi-objective search runs every trial to the end (ASHA stops trials on one metric)"
+)
 
 
 def objectives_from_lists(path: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -265,20 +271,28 @@ def objectives_from_lists(path: str, values: dict[str, Any]) -> dict[str, Any]:
     (a, b), FIFO scheduler. A resolved space (metric a, objectives (a, b)) passes through."""
     metric, mode = values.get("metric", "val_auc"), values.get("mode", "max")
     if isinstance(mode, list) and not isinstance(metric, list):
-        raise SpaceError(f"{path}: 'search.mode' is a list, so 'search.metric' must be a list of the same length, got {metric!r}")
+        raise SpaceError(
+            f"{path}: 'search.mode' is a list, so 'search.metric' must be a list of the same length, got {metric!r}"
+        )
     if not isinstance(metric, list):
         objectives = list(values.get("objectives") or ())
         modes = list(values.get("objective_modes") or ())
         if objectives and (objectives[0] != metric or modes[:1] != [mode]):
-            raise SpaceError(f"{path}: 'search.metric' / 'search.mode' ({metric!r}, {mode!r}) are not the first of "
-                             f"'search.objectives' {objectives} / 'search.objective_modes' {modes}; give 'search.metric' "
-                             "and 'search.mode' as lists to change the objectives")
+            raise SpaceError(
+                f"{path}: 'search.metric' / 'search.mode' ({metric!r}, {mode!r}) are not the first of "
+                f"'search.objectives' {objectives} / 'search.objective_modes' {modes}; give 'search.metric' "
+                "and 'search.mode' as lists to change the objectives"
+            )
         return values
     modes = mode if isinstance(mode, list) else [mode] * len(metric)
     if not metric or not all(isinstance(m, str) and m for m in metric) or len(set(metric)) != len(metric):
-        raise SpaceError(f"{path}: 'search.metric' must be a metric name or a list of distinct metric names, got {metric!r}")
+        raise SpaceError(
+            f"{path}: 'search.metric' must be a metric name or a list of distinct metric names, got {metric!r}"
+        )
     if len(modes) != len(metric):
-        raise SpaceError(f"{path}: 'search.mode' needs one mode per metric of 'search.metric' ({len(metric)}), got {mode!r}")
+        raise SpaceError(
+            f"{path}: 'search.mode' needs one mode per metric of 'search.metric' ({len(metric)}), got {mode!r}"
+        )
     bad = [m for m in modes if m not in ("max", "min")]
     if bad:
         raise SpaceError(f"{path}: 'search.mode' must be max or min for every metric, got {bad}")
@@ -300,7 +314,9 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     unknown = set(raw) - set(SECTIONS) - {"name", "search"}
     if unknown:
-        raise SpaceError(f"{path}: unknown section(s) {sorted(unknown)}; allowed: name, search, {', '.join(sorted(SECTIONS))}")
+        raise SpaceError(
+            f"{path}: unknown section(s) {sorted(unknown)}; allowed: name, search, {', '.join(sorted(SECTIONS))}"
+        )
     fixed, domains = {}, {}
     for section in SECTIONS:
         values = raw.get(section) or {}
@@ -310,7 +326,10 @@ def load_space(path: str | Path) -> Space:
             key = f"{section}.{name}"
             if isinstance(value, dict):
                 if section in FIXED_SECTIONS:
-                    raise SpaceError(f"{path}: '{key}' cannot be searched: '{section}' is applied once before the search starts{FIXED_SECTIONS[section]}")
+                    raise SpaceError(
+                        f"{path}: '{key}' cannot be searched: '{section}' is applied once before the search "
+                        f"starts{FIXED_SECTIONS[section]}"
+                    )
                 domains[key] = parse_domain(path, key, value)
             else:
                 check(path, key, value)
@@ -344,10 +363,15 @@ def check_metrics(space: Space) -> None:
             if name in valid:
                 continue
             if name in GEN_METRIC_NAMES:
-                raise SpaceError(f"{space.path}: '{key}' {name!r} is only reported with 'synth.gen_metrics: true'; set it or choose another metric")
+                raise SpaceError(
+                    f"{space.path}: '{key}' {name!r} is only reported with 'synth.gen_metrics: true'; "
+                    "set it or choose another metric"
+                )
             close = difflib.get_close_matches(str(name), valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SpaceError(f"{space.path}: '{key}' must be a metric trials report, got {name!r}{hint} Valid: {', '.join(valid)}")
+            raise SpaceError(
+                f"{space.path}: '{key}' must be a metric trials report, got {name!r}{hint} Valid: {', '.join(valid)}"
+            )
 
 
 def name_error(name: Any, label: str) -> str | None:

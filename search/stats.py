@@ -102,7 +102,9 @@ def delong(y_positive: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> 
     if se <= 1e-15:
         # No spread in the placement values (e.g. both models separate the classes perfectly):
         # equal AUCs are no evidence of a difference; unequal ones are certain under the model.
-        return DeLong(aucs[0], aucs[1], delta, 0.0, 0.0 if delta == 0 else math.copysign(math.inf, delta), float(delta == 0))
+        return DeLong(
+            aucs[0], aucs[1], delta, 0.0, 0.0 if delta == 0 else math.copysign(math.inf, delta), float(delta == 0)
+        )
     z = delta / se
     return DeLong(aucs[0], aucs[1], delta, se, z, float(2 * stats.norm.sf(abs(z))))
 

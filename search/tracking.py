@@ -82,7 +82,8 @@ def runs_page_url(ui_url: str, experiment_id: str) -> str:
     """The experiment's runs page in model-training mode with the gantune view."""
     from .mlflow_ui import VIEW_KEY
 
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
 
 
 def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, run_name: str | None = None) -> str:
@@ -118,7 +119,9 @@ def log_dataset(client: MlflowClient, run_id: str, data, skipped_files) -> None:
         client.log_text(run_id, "\n".join(map(str, test_files)) + "\n", "data/test_split_files.txt")
 
 
-def log_trial_deltas(client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str) -> None:
+def log_trial_deltas(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str
+) -> None:
     """Each trial run also gets its delta against the better baseline, for sorting in the UI."""
     key = f"delta_{metric}_vs_best_baseline"
     for row in rows:
@@ -127,7 +130,9 @@ def log_trial_deltas(client: MlflowClient, experiment_id: str, parent_run_id: st
             client.log_metric(run.info.run_id, key, row[key])
 
 
-def finish_parent_run(client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str) -> None:
+def finish_parent_run(
+    client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str
+) -> None:
     """Leaderboard artifacts, best-trial metrics and tags; then end the run with `status`
     (FINISHED, FAILED, or KILLED for a search interrupted with Ctrl-C)."""
     import csv

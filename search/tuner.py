@@ -123,7 +123,11 @@ def run_search(
     )
     failed, interrupted = True, False
     try:
-        tuner = restore_tuner(settings, options, record) if earlier is not None else make_tuner(space, settings, options, record)
+        tuner = (
+            restore_tuner(settings, options, record)
+            if earlier is not None
+            else make_tuner(space, settings, options, record)
+        )
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
         failed, interrupted = False, callbacks.INTERRUPTED.is_set()
         if options.optuna_storage and not interrupted:
@@ -145,7 +149,9 @@ def run_search(
     return rows, parent_run_id
 
 
-def open_search(client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None) -> SearchRecord:
+def open_search(
+    client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None
+) -> SearchRecord:
     """The record of a new search (parent run created, `resolved` logged on it), or `earlier`,
     the search `--resume` continues (its parent run reopened)."""
     if earlier is not None:
@@ -209,7 +215,11 @@ def search_to_resume(options: SearchOptions, resolved: dict) -> SearchRecord | N
         return None
     if options.resume == "auto":
         last = resume.read_record(options.storage_path, options.experiment)
-        if last is None or last.status == "finished" or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last)):
+        if (
+            last is None
+            or last.status == "finished"
+            or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last))
+        ):
             return None
     return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
 
@@ -221,7 +231,10 @@ def restore_tuner(settings: StudySettings, options: SearchOptions, record: Searc
     from Tune's experiment checkpoint."""
     path = resume.tune_path(options.storage_path, record)
     if not tune.Tuner.can_restore(path):
-        raise resume.ResumeError(f"{path}: no Tune experiment state to resume (the driver died before Tune's first checkpoint); start a new search")
+        raise resume.ResumeError(
+            f"{path}: no Tune experiment state to resume (the driver died before Tune's first checkpoint); "
+            "start a new search"
+        )
     return tune.Tuner.restore(
         path, trainable=make_trainable(settings, options),
         resume_unfinished=True, resume_errored=False, restart_errored=False,

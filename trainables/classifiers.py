@@ -253,7 +253,9 @@ def fit_classifier(
                 raise DivergedError(f"classifier loss became {float(loss_sum)} by step {step}; lower its lr")
             if val_images is None:
                 continue
-            val_loss = float(F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean"))
+            val_loss = float(
+                F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean")
+            )
             if report:
                 report(step, {"clf_train_loss": float(loss.detach()), "clf_val_loss": val_loss})
             if val_loss < best_loss - 1e-4:

@@ -98,7 +98,9 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 def fd_classifier(model: nn.Module, real_images: torch.Tensor, synthetic_images: torch.Tensor) -> float:
     """Fréchet distance of synthetic vs real images in `model`'s penultimate feature space (the
     model must have been trained on the fold's real training images only)."""
-    return frechet_distance(*gaussian_fit(features(model, real_images)), *gaussian_fit(features(model, synthetic_images)))
+    return frechet_distance(
+        *gaussian_fit(features(model, real_images)), *gaussian_fit(features(model, synthetic_images))
+    )
 
 
 # --- Precision / recall / density / coverage (Naeem et al. 2020) ------------------------------
@@ -186,7 +188,9 @@ class GenMetricsConfig:
         if self.k < 1:
             raise ValueError(f"generative metrics 'k' must be >= 1, got {self.k}")
         if not 0 < self.memorisation_quantile < 1:
-            raise ValueError(f"generative metrics 'memorisation_quantile' must be in (0, 1), got {self.memorisation_quantile}")
+            raise ValueError(
+                f"generative metrics 'memorisation_quantile' must be in (0, 1), got {self.memorisation_quantile}"
+            )
 
 
 @dataclass(frozen=True)

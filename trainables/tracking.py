@@ -130,7 +130,9 @@ class TrialRun:
     def _log_generator(self, synthetic, tmp: str) -> None:
         """The fold's per-class generators (and refiners) as a pyfunc model at `generator/`."""
         checkpoint = os.path.join(tmp, "generator.pt")
-        state = generator_checkpoint(synthetic.gans, self.class_names, synthetic.refiners, self.cfg.synth.filter_threshold)
+        state = generator_checkpoint(
+            synthetic.gans, self.class_names, synthetic.refiners, self.cfg.synth.filter_threshold
+        )
         torch.save(state, checkpoint)
         model_dir = os.path.join(tmp, "generator")
         with warnings.catch_warnings():

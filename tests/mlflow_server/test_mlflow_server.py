@@ -120,7 +120,10 @@ def deploy_example_password() -> str:
 
 @pytest.mark.parametrize(
     "password, match",
-    [(deploy_example_password(), "placeholder from deploy/stack.env.example"), ("aaaaaaaaaaaa", "different characters")],
+    [
+        (deploy_example_password(), "placeholder from deploy/stack.env.example"),
+        ("aaaaaaaaaaaa", "different characters"),
+    ],
 )
 def test_example_and_repetitive_passwords_are_refused(tmp_path, password, match):
     cfg = resolve(ServerConfig(workdir=tmp_path, auth=True))
@@ -312,7 +315,10 @@ def test_tracking_check_logs_in_and_names_the_variables(auth_server, monkeypatch
 @pytest.mark.parametrize("status, match", [(403, "denies this client access.*READ permission"), (404, "HTTP 404")])
 def test_tracking_check_reports_forbidden_and_foreign_servers(loopback_port, monkeypatch, tmp_path, status, match):
     clear_client_credentials(monkeypatch, tmp_path)
-    with stand_in_server(loopback_port(), api_status=status) as url, pytest.raises(TrackingUnreachableError, match=match):
+    with (
+        stand_in_server(loopback_port(), api_status=status) as url,
+        pytest.raises(TrackingUnreachableError, match=match),
+    ):
         check_tracking_reachable(url, timeout=5.0)
 
 
@@ -338,7 +344,9 @@ def test_a_changed_admin_password_is_applied_and_reported(tmp_path, loopback_por
     def start_with(password: str):
         creds = tmp_path / "admin.env"
         creds.write_text(f"{USER_ENV}={ADMIN}\n{PASSWORD_ENV}={password}\n")
-        cfg = resolve(ServerConfig(port=loopback_port(), workers=1, workdir=tmp_path, auth=True, auth_credentials_file=creds))
+        cfg = resolve(
+            ServerConfig(port=loopback_port(), workers=1, workdir=tmp_path, auth=True, auth_credentials_file=creds)
+        )
         log = (tmp_path / "server.log").open("a")
         proc = start_server(cfg, log=log)
         wait_for_health(f"http://127.0.0.1:{cfg.port}", timeout=90.0, proc=proc)
@@ -414,7 +422,9 @@ def test_auth_refuses_anonymous_calls_on_every_route_the_server_exposes(auth_con
     routes = served_routes(auth_config, tmp_path)
     paths = {path for path, _ in routes}
     # The listing really is the auth app's: its user routes are there, and it is not a stub.
-    assert "/api/2.0/mlflow/users/create" in paths and "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>" in paths
+    assert (
+        "/api/2.0/mlflow/users/create" in paths and "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>" in paths
+    )
     assert len(routes) > 300, len(routes)
     answered, open_routes = [], []
     for rule, method in routes:

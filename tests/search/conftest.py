@@ -14,7 +14,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray_processes import sandbox  # noqa: F401 (the e2e tests' fixture: marked processes, private Ray temp dir)
 
-from gantune.mlflow_server import ServerConfig, ServerError, resolve, server_url, start_server, stop_server, wait_for_health
+from gantune.mlflow_server import (
+    ServerConfig,
+    ServerError,
+    resolve,
+    server_url,
+    start_server,
+    stop_server,
+    wait_for_health,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,7 +52,9 @@ def free_port() -> int:
 def run(args: list[str], workdir: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    return subprocess.run([str(BIN / "gantune"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "gantune"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

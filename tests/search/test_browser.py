@@ -109,7 +109,11 @@ def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_t
 
     def runs_table_columns(driver):
         headers = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, ".ag-header-cell-text")}
-        return headers if f"/experiments/{served_search.experiment_id}/runs" in driver.current_url and "val_auc" in headers else None
+        return (
+            headers
+            if f"/experiments/{served_search.experiment_id}/runs" in driver.current_url and "val_auc" in headers
+            else None
+        )
 
     headers = wait_for(browser, runs_table_columns, "the experiment's runs table with a val_auc column")
     assert "workflowType=genai" not in browser.current_url
@@ -153,13 +157,17 @@ def test_trial_sample_grid_loads_on_its_artifacts_page(served_search, browser, t
     trials = client.search_runs([exp], "tags.`gantune.role` = 'trial'")
     gan_trial = next(r for r in trials if float(r.data.params["synth.ratio"]) > 0)
     sample = next(a.path for a in client.list_artifacts(gan_trial.info.run_id, "samples") if a.path.endswith(".png"))
-    expected_width = png_width(Path(client.download_artifacts(gan_trial.info.run_id, sample, str(tmp_path))).read_bytes())
+    expected_width = png_width(
+        Path(client.download_artifacts(gan_trial.info.run_id, sample, str(tmp_path))).read_bytes()
+    )
 
     browser.get(f"{served_search.url}/#/experiments/{exp}/runs/{gan_trial.info.run_id}/artifacts/{sample}")
 
     def loaded_preview(driver):
         # The preview is the artifact fetched by the UI and shown from a blob: URL.
-        images = [i for i in driver.find_elements(By.TAG_NAME, "img") if (i.get_attribute("src") or "").startswith("blob:")]
+        images = [
+            i for i in driver.find_elements(By.TAG_NAME, "img") if (i.get_attribute("src") or "").startswith("blob:")
+        ]
         widths = [driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
         return [w for w in widths if w]
 

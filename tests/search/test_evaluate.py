@@ -44,7 +44,10 @@ def tiny_npz(tmp_path_factory, breast_splits):
     for split, n in (("train", 18), ("val", 6), ("test", 10)):
         labels = raw[f"{split}_labels"].reshape(-1)
         keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in (0, 1)])
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = raw[f"{split}_images"][keep], raw[f"{split}_labels"][keep]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = (
+            raw[f"{split}_images"][keep],
+            raw[f"{split}_labels"][keep],
+        )
     np.savez(out, **arrays)
     return out
 
@@ -56,13 +59,22 @@ def make_search(tmp_path, data_path, classic_strength=0.3, tag_best=True, trivia
     exp = client.create_experiment("tiny", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp, tags={"gantune.role": "search"}).info.run_id
     fixed = {**TINY, "data.path": str(data_path)}
-    resolved = {"name": "tiny", "space_file": str(tmp_path / "space.yaml"), "fixed": fixed, "searched": {},
-                "search": {"metric": "val_auc", "mode": "max", "baselines": ["real_only", "classic_aug", "trivial_aug"]}}
+    resolved = {
+        "name": "tiny",
+        "space_file": str(tmp_path / "space.yaml"),
+        "fixed": fixed,
+        "searched": {},
+        "search": {"metric": "val_auc", "mode": "max", "baselines": ["real_only", "classic_aug", "trivial_aug"]},
+    }
     client.log_dict(parent, resolved, "config/resolved_space.json")
     trials = {
         "best": ({"synth.ratio": 1.0, "gan.lr": 3e-4}, 0.9, None),
         "real": ({"synth.ratio": 0.0}, 0.8, "real_only"),
-        "classic": ({"synth.ratio": 0.0, "augment.enabled": True, "augment.strength": classic_strength}, 0.85, "classic_aug"),
+        "classic": (
+            {"synth.ratio": 0.0, "augment.enabled": True, "augment.strength": classic_strength},
+            0.85,
+            "classic_aug",
+        ),
         "classic_worse": ({"synth.ratio": 0.0, "augment.enabled": True, "augment.strength": 0.9}, 0.5, "classic_aug"),
     }
     if trivial:
@@ -85,7 +97,9 @@ def make_search(tmp_path, data_path, classic_strength=0.3, tag_best=True, trivia
 
 def test_method_configs_turn_off_synthesis_and_set_augmentation():
     best = TrialConfig.from_flat({"synth.ratio": 1.5, "augment.enabled": False, "gan.lr": 5e-4})
-    classic = ev.baseline_augment(best, "classic", TrialConfig.from_flat({"augment.enabled": True, "augment.strength": 0.4}))
+    classic = ev.baseline_augment(
+        best, "classic", TrialConfig.from_flat({"augment.enabled": True, "augment.strength": 0.4})
+    )
     trivial = ev.baseline_augment(best, "trivial", None)
     configs = ev.method_configs(best, {"classic_aug": classic, "trivial_aug": trivial})
     assert list(configs) == list(ev.METHODS)
@@ -174,8 +188,10 @@ def test_evaluate_end_to_end_table_run_statistics_and_no_leak(tmp_path, tiny_npz
 
     # --- progress: one line per (method, seed) ---
     assert sum("seed" in line and "test auc" in line for line in lines) == 4 * 3
-    assert any("official splits: train on the 36 official train images, early-stop on the 12 official val images" in line
-               for line in lines)
+    assert any(
+        "official splits: train on the 36 official train images, early-stop on the 12 official val images" in line
+        for line in lines
+    )
     # --- the table: four methods, mean +- sd, the intervals against the strongest baseline ---
     for method in ev.METHODS:
         assert method in text
@@ -202,10 +218,16 @@ def test_evaluate_end_to_end_table_run_statistics_and_no_leak(tmp_path, tiny_npz
     assert run.data.params["trivial_aug_augment_from"] == "trial trivial"
     classic = json.loads(Path(client.download_artifacts(run_id, "config/classic_aug.json", str(tmp_path))).read_text())
     trivial = json.loads(Path(client.download_artifacts(run_id, "config/trivial_aug.json", str(tmp_path))).read_text())
-    assert classic["augment.strength"] == 0.3 and trivial["augment.policy"] == "trivial" and trivial["augment.strength"] == 0.6
+    assert (
+        classic["augment.strength"] == 0.3
+        and trivial["augment.policy"] == "trivial"
+        and trivial["augment.strength"] == 0.6
+    )
     for method in ev.METHODS:
         for metric in ev.TABLE_METRICS:
-            assert f"test_{method}_{metric}_mean" in run.data.metrics and f"test_{method}_{metric}_sd" in run.data.metrics
+            assert (
+                f"test_{method}_{metric}_mean" in run.data.metrics and f"test_{method}_{metric}_sd" in run.data.metrics
+            )
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"evaluation.txt", "evaluation.csv", "evaluation_per_seed.csv", "early_stop_pool_indices.txt",
             "predictions.npz"} <= artifacts
@@ -237,9 +259,17 @@ def test_evaluate_end_to_end_table_run_statistics_and_no_leak(tmp_path, tiny_npz
     assert m["test_best_config_ensemble_auc"] == pytest.approx(roc_auc_score(y, ens_best))
     assert m["ensemble_delta_auc"] == pytest.approx(roc_auc_score(y, ens_best) - roc_auc_score(y, ens_base))
     assert m["delong_p"] == pytest.approx(stats.delong(y, ens_best, ens_base).p)
-    boot = stats.paired_bootstrap(labels, best.mean(axis=0), base.mean(axis=0), lambda yy, p: stats.auc(yy == 0, p[:, 0]),
-                                  ev.BOOTSTRAP_REPLICATES, ev.BOOTSTRAP_SEED)
-    assert (m["paired_delta_auc_bootstrap_ci_low"], m["paired_delta_auc_bootstrap_ci_high"]) == pytest.approx((boot.low, boot.high))
+    boot = stats.paired_bootstrap(
+        labels,
+        best.mean(axis=0),
+        base.mean(axis=0),
+        lambda yy, p: stats.auc(yy == 0, p[:, 0]),
+        ev.BOOTSTRAP_REPLICATES,
+        ev.BOOTSTRAP_SEED,
+    )
+    assert (m["paired_delta_auc_bootstrap_ci_low"], m["paired_delta_auc_bootstrap_ci_high"]) == pytest.approx(
+        (boot.low, boot.high)
+    )
     target = stats.specificity_at(y, base.mean(axis=0).argmax(axis=1) == 0)
     assert m["baseline_spec"] == pytest.approx(target)
     assert m["test_best_config_sens_at_spec"] == pytest.approx(stats.sensitivity_at_specificity(y, ens_best, target))
@@ -262,7 +292,11 @@ def test_train_fractions_refit_on_subsets_and_plot(tmp_path, tiny_npz, monkeypat
     assert run.data.params["trivial_aug_augment_from"].startswith("default trivial policy")
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"data_efficiency.png", "data_efficiency.csv"} <= artifacts
-    rows = list(csv.DictReader(io.StringIO(Path(client.download_artifacts(run_id, "data_efficiency.csv", str(tmp_path))).read_text())))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(Path(client.download_artifacts(run_id, "data_efficiency.csv", str(tmp_path))).read_text())
+        )
+    )
     assert {(int(r["train_images"]), r["method"]) for r in rows} == {(n, m) for n in (18, 36) for m in ev.METHODS}
     history = client.get_metric_history(run_id, "efficiency_best_config_auc")
     assert sorted(h.step for h in history) == [18, 36]
@@ -285,7 +319,9 @@ def test_cli_dry_run_and_errors(tmp_path, tiny_npz, capsys):
     assert json.loads(out[out.index("{"):])["classic_aug"]["augment.strength"] == 0.3
     assert main(["evaluate", "--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
-    assert main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--data", str(tmp_path / "missing.npz")]) == 2
+    assert (
+        main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--data", str(tmp_path / "missing.npz")]) == 2
+    )
     assert "--data does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--train-fraction", "2"])

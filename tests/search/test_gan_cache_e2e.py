@@ -52,10 +52,15 @@ def test_the_second_trial_reuses_the_first_trials_gans_with_identical_fold_metri
     cached, uncached = gan_trials(client, "cached"), gan_trials(client, "uncached")
     assert len(cached) == 2 and len(uncached) == 2
     first, second = cached
-    assert first.data.metrics["gan_cache_misses"] == 4 and first.data.metrics["gan_cache_hits"] == 0  # 2 folds x 2 classes
+    assert (
+        first.data.metrics["gan_cache_misses"] == 4 and first.data.metrics["gan_cache_hits"] == 0
+    )  # 2 folds x 2 classes
     assert second.data.metrics["gan_cache_hits"] > 0 and second.data.metrics["gan_train_seconds"] == 0
     assert all(r.data.metrics["gan_cache_hits"] == 0 for r in uncached)
-    assert not (workdir / "ray_results" / "gan_cache").exists() or len(list((workdir / "ray_results" / "gan_cache").rglob("*.gan"))) == 4
+    assert (
+        not (workdir / "ray_results" / "gan_cache").exists()
+        or len(list((workdir / "ray_results" / "gan_cache").rglob("*.gan"))) == 4
+    )
     # Same sampler seed, same proposals: compare trials by their ratio.
     by_ratio = {r.data.params["synth.ratio"]: r for r in uncached}
     for run in cached:

@@ -23,7 +23,8 @@ def client(tmp_path):
 
 
 def test_the_page_sets_the_model_training_default_before_mlflows_scripts():
-    html = '<!doctype html><html><head><meta charset="utf-8"/><script defer src="static/js/main.js"></script></head></html>'
+    html = ('<!doctype html><html><head><meta charset="utf-8"/>'
+            '<script defer src="static/js/main.js"></script></head></html>')
     page = mlflow_ui.with_default_mode(html)
     ours, theirs = page.index(mlflow_ui.WORKFLOW_KEY), page.index("static/js/main.js")
     assert ours < theirs  # MLflow reads the key when its bundle starts

@@ -71,7 +71,11 @@ def test_space_lists_become_objectives_with_fifo(tmp_path):
     one_mode = load_space(write_space(tmp_path, {"metric": ["val_auc", "val_specificity"], "mode": "min"})).search
     assert one_mode.objective_modes == ("min", "min")
     single = load_space(ROOT / "spaces" / "demo.yaml").search
-    assert not single.multi_objective and single.scheduler == "asha" and "notes" not in load_space(ROOT / "spaces" / "demo.yaml").resolved()
+    assert (
+        not single.multi_objective
+        and single.scheduler == "asha"
+        and "notes" not in load_space(ROOT / "spaces" / "demo.yaml").resolved()
+    )
 
 
 @pytest.mark.parametrize("search, key", [
@@ -111,18 +115,40 @@ def test_smoke_multi_objective_search_logs_pareto_front(tmp_path):
     space = write_space(tmp_path, {"metric": ["val_auc", "val_sensitivity"], "mode": ["max", "max"]})
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
-        [sys.executable, "-m", "gantune.search.cli", "search", str(space), "--smoke-test", "--experiment", "mo", "--quiet"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540,
+        [
+            sys.executable,
+            "-m",
+            "gantune.search.cli",
+            "search",
+            str(space),
+            "--smoke-test",
+            "--experiment",
+            "mo",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mo")
     parent = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")[0]
-    names = {a.path for a in client.list_artifacts(parent.info.run_id)} | {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "plots")
+    }
     assert {"pareto.csv", "plots/pareto_front.png"} <= names
-    pareto = list(csv.DictReader(io.StringIO(Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))).read_text())))
+    pareto = list(
+        csv.DictReader(
+            io.StringIO(Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))).read_text())
+        )
+    )
     trials = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'trial'")
-    points = {t.data.tags["gantune.trial_id"]: (t.data.metrics["val_auc"], t.data.metrics["val_sensitivity"]) for t in trials}
+    points = {
+        t.data.tags["gantune.trial_id"]: (t.data.metrics["val_auc"], t.data.metrics["val_sensitivity"]) for t in trials
+    }
     ids = list(points)
     expected = {i for i, keep in zip(ids, pareto_mask(np.array([points[i] for i in ids]), ["max", "max"])) if keep}
     assert {r["trial_id"] for r in pareto} == expected

@@ -70,7 +70,9 @@ def test_resume_refuses_another_seed_or_resource_naming_it(tmp_path, key, value,
     before = resolved_with()
     assert resume.changed_keys(before, resolved_with(quiet=True, resume=True)) == []  # free to change
     assert resume.changed_keys(before, resolved_with(**{key: value})) == [f"options.{key}"]
-    resume.write_record(str(tmp_path), resume.SearchRecord("demo", "1", "p", "demo-p", "sqlite:///m.db", before, "failed"))
+    resume.write_record(
+        str(tmp_path), resume.SearchRecord("demo", "1", "p", "demo-p", "sqlite:///m.db", before, "failed")
+    )
     with pytest.raises(resume.ResumeError, match=f"options.{key} changed .* resume with {flag}"):
         resume.record_to_resume(str(tmp_path), "demo", resolved_with(**{key: value}), "sqlite:///m.db")
 
@@ -83,7 +85,9 @@ def test_resume_with_another_seed_exits_2_before_ray_starts(tmp_path, capsys, mo
     storage = str(tmp_path / "ray_results")
     options = SearchOptions(experiment="demo", tracking_uri=uri, storage_path=storage)
     resolved = {**load_space(DEMO).resolved(), "options": options.to_dict()}
-    resume.write_record(storage, resume.SearchRecord("demo", "1", "parent", "demo-parent", uri, resolved, "interrupted"))
+    resume.write_record(
+        storage, resume.SearchRecord("demo", "1", "parent", "demo-parent", uri, resolved, "interrupted")
+    )
     argv = ["search", str(DEMO), "--resume", "--seed", "1", "--storage-path", storage, "--tracking-uri", uri]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -42,6 +42,6 @@ def test_search_keeps_its_optuna_study_in_postgresql(postgres_db, tmp_path):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     logged = sorted((r.data.metrics["val_auc"], float(r.data.params["synth.ratio"])) for r in runs)
     stored = sorted((t.value, t.params["synth.ratio"]) for t in study.trials)
-    assert [s[1] for s in stored] == pytest.approx([l[1] for l in logged])  # same configurations
-    assert [s[0] for s in stored] == pytest.approx([l[0] for l in logged])  # same values
+    assert [s[1] for s in stored] == pytest.approx([g[1] for g in logged])  # same configurations
+    assert [s[0] for s in stored] == pytest.approx([g[0] for g in logged])  # same values
     assert study.trials[0].params["synth.ratio"] == 0.0  # the real-only baseline is Optuna's first point

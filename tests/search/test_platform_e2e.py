@@ -57,7 +57,11 @@ def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300, experim
         if experiment is not None:
             runs = trial_runs(client, experiment.experiment_id)
             saved = list(tune_root.glob(f"{experiment_name}-*/experiment_state-*.json"))
-            if saved and any(r.info.status == "RUNNING" for r in runs) and any(r.info.status != "RUNNING" for r in runs):
+            if (
+                saved
+                and any(r.info.status == "RUNNING" for r in runs)
+                and any(r.info.status != "RUNNING" for r in runs)
+            ):
                 return
         time.sleep(0.5)
     pytest.fail("no trial finished within the timeout")
@@ -171,11 +175,15 @@ def test_ctrl_c_saves_the_search_and_the_printed_command_finishes_it(sandbox):
     assert parent.info.status == "FINISHED"
     runs = trial_runs(client, experiment.experiment_id)
     ids = [r.data.tags["gantune.trial_id"] for r in runs]
-    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(leaderboard_ids(client, parent.info.run_id, workdir))
+    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(
+        leaderboard_ids(client, parent.info.run_id, workdir)
+    )
     assert all(r.info.status == "FINISHED" for r in runs)  # FIFO: every trial runs all its folds
     # The first fold was checkpointed before Ctrl-C, so it is never run again. (A fold that ends
     # while Tune shuts the trial down is logged but never reported, so it runs again on resume.)
-    folds_logged = [m.value for m in sorted(client.get_metric_history(midway.info.run_id, "folds_done"), key=lambda m: m.timestamp)]
+    folds_logged = [
+        m.value for m in sorted(client.get_metric_history(midway.info.run_id, "folds_done"), key=lambda m: m.timestamp)
+    ]
     assert folds_logged.count(1.0) == 1 and folds_logged[-1] == 3.0, folds_logged
 
 

@@ -36,7 +36,12 @@ def trials():
     return [
         trial("done1", Trial.TERMINATED, {"val_auc": 0.71, "folds_done": 3}, **{"gan.lr": 2e-4, "synth.ratio": 1.25}),
         trial("run1", Trial.RUNNING, {"val_auc": 0.80, "folds_done": 1}, **{"gan.lr": 5e-4, "synth.ratio": 0.5}),
-        trial("div1", Trial.TERMINATED, {"val_auc": 0.99, "folds_done": 1, "diverged": 1}, **{"gan.lr": 9e-4, "synth.ratio": 2.0}),
+        trial(
+            "div1",
+            Trial.TERMINATED,
+            {"val_auc": 0.99, "folds_done": 1, "diverged": 1},
+            **{"gan.lr": 9e-4, "synth.ratio": 2.0},
+        ),
         trial("err1", Trial.ERROR, {}, **{"gan.lr": 1e-4, "synth.ratio": 1.0}),
         trial("pend", Trial.PENDING, None, **{"gan.lr": 3e-4, "synth.ratio": 0.0}),
     ]

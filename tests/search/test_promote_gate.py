@@ -36,7 +36,9 @@ def make_search(client, name, trials, evaluations=(), rank_by=None):
         client.set_terminated(run_id, status="FINISHED")
         ids[trial_id] = run_id
     for delta in evaluations:
-        run_id = client.create_run(experiment_id, tags={"gantune.role": "evaluation", "mlflow.parentRunId": parent}).info.run_id
+        run_id = client.create_run(
+            experiment_id, tags={"gantune.role": "evaluation", "mlflow.parentRunId": parent}
+        ).info.run_id
         client.log_metric(run_id, "paired_delta_auc", delta)
         client.log_metric(run_id, "paired_delta_auc_ci_low", delta - 0.05)
         client.log_metric(run_id, "paired_delta_auc_ci_high", delta + 0.05)
@@ -55,24 +57,40 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
     ids = {
-        "win": make_search(client, "win", {
-            "base": (BASE, True, FOLDS),
-            "gan": ([0.83, 0.84, 0.82], False, FOLDS),
-            # the best mean, but stopped after one fold by the scheduler: never ranked
-            "stopped": ([0.99, 0.5, 0.5], False, 1),
-        }, evaluations=[0.012]),
+        "win": make_search(
+            client,
+            "win",
+            {
+                "base": (BASE, True, FOLDS),
+                "gan": ([0.83, 0.84, 0.82], False, FOLDS),
+                # the best mean, but stopped after one fold by the scheduler: never ranked
+                "stopped": ([0.99, 0.5, 0.5], False, 1),
+            },
+            evaluations=[0.012],
+        ),
         "lose": make_search(client, "lose", {"base": (BASE, True, FOLDS), "gan": ([0.79, 0.80, 0.78], False, FOLDS)}),
         # a higher mean than the baseline (the old gate let it through) hiding one collapsed fold
-        "collapsed": make_search(client, "collapsed", {"base": (BASE, True, FOLDS), "gan": ([0.95, 0.94, 0.60], False, FOLDS)}),
-        "tested": make_search(client, "tested", {"base": (BASE, True, FOLDS), "gan": ([0.83, 0.84, 0.82], False, FOLDS)},
-                              evaluations=[0.004, -0.040]),
+        "collapsed": make_search(
+            client, "collapsed", {"base": (BASE, True, FOLDS), "gan": ([0.95, 0.94, 0.60], False, FOLDS)}
+        ),
+        "tested": make_search(
+            client,
+            "tested",
+            {"base": (BASE, True, FOLDS), "gan": ([0.83, 0.84, 0.82], False, FOLDS)},
+            evaluations=[0.004, -0.040],
+        ),
         "nobase": make_search(client, "nobase", {"gan": ([0.83, 0.84, 0.82], False, FOLDS)}),
         # lucky: one great fold; steady: a smaller but consistent gain
-        "lcb": make_search(client, "lcb", {
-            "base": ([0.80, 0.80, 0.80], True, FOLDS),
-            "lucky": ([0.97, 0.80, 0.81], False, FOLDS),
-            "steady": ([0.84, 0.85, 0.84], False, FOLDS),
-        }, rank_by="paired_lcb"),
+        "lcb": make_search(
+            client,
+            "lcb",
+            {
+                "base": ([0.80, 0.80, 0.80], True, FOLDS),
+                "lucky": ([0.97, 0.80, 0.81], False, FOLDS),
+                "steady": ([0.84, 0.85, 0.84], False, FOLDS),
+            },
+            rank_by="paired_lcb",
+        ),
     }
     return uri, client, ids
 
@@ -131,6 +149,9 @@ def test_rank_by_paired_lcb_prefers_the_steady_gain(store):
     by_lcb, _ = promote(uri, "lcb", model_name="lcb-default")  # the space's search.rank_by
     assert by_lcb.rank_by == "paired_lcb" and by_lcb.best.info.run_id == ids["lcb"]["steady"]
     base = [0.80, 0.80, 0.80]
-    lucky, steady = fold_delta([0.97, 0.80, 0.81], base, test_train_ratio=0.5), fold_delta([0.84, 0.85, 0.84], base, test_train_ratio=0.5)
+    lucky, steady = (
+        fold_delta([0.97, 0.80, 0.81], base, test_train_ratio=0.5),
+        fold_delta([0.84, 0.85, 0.84], base, test_train_ratio=0.5),
+    )
     assert steady.lcb > lucky.lcb and lucky.mean > steady.mean  # why: the reference numbers
     assert by_lcb.paired.lcb == pytest.approx(steady.lcb)

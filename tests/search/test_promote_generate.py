@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gantune.search import cli
@@ -85,7 +86,13 @@ def store(tmp_path_factory, tiny_gans):
     client = MlflowClient(uri)
     client.create_experiment("prom", artifact_location=(tmp / "artifacts").as_uri())
     # An older search whose best trial is excellent: promote must look at the latest one only.
-    make_search(client, "prom", [("old", 0.99, "FINISHED", False, True), ("oldbase", 0.5, "FINISHED", True, False)], tmp, tiny_gans)
+    make_search(
+        client,
+        "prom",
+        [("old", 0.99, "FINISHED", False, True), ("oldbase", 0.5, "FINISHED", True, False)],
+        tmp,
+        tiny_gans,
+    )
     parent, ids = make_search(client, "prom", [
         ("base", 0.70, "FINISHED", True, False),
         ("good", 0.80, "FINISHED", False, True),       # the one to promote
@@ -129,7 +136,7 @@ def test_promote_registers_best_trial_with_generator_and_lineage(store):
 def test_promote_refuses_when_best_does_not_beat_baseline_unless_forced(store):
     with pytest.raises(PromoteError, match="paired per-fold difference to real_only trial base -0.0500"):
         promote(store.uri, "worse")
-    with pytest.raises(Exception):
+    with pytest.raises(MlflowException):
         store.client.get_registered_model("worse-generator")  # nothing registered
     code = cli.main(["promote", "--experiment", "worse", "--tracking-uri", store.uri])
     assert code == cli.EXIT_USAGE
@@ -187,7 +194,10 @@ def test_generate_from_a_run_uri_and_bad_uri(store, tmp_path):
                      "--tracking-uri", store.uri]) == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["model_version"] is None and sum(meta["counts"].values()) == 4
-    assert cli.main(["generate", "models:/nope@champion", "--num", "2", "--out", str(out), "--tracking-uri", store.uri]) == cli.EXIT_USAGE
+    assert (
+        cli.main(["generate", "models:/nope@champion", "--num", "2", "--out", str(out), "--tracking-uri", store.uri])
+        == cli.EXIT_USAGE
+    )
     assert cli.main(["generate", f"runs:/{store.ids['base']}/generator", "--num", "2", "--out", str(out),
                      "--tracking-uri", store.uri]) == cli.EXIT_USAGE
 
@@ -242,7 +252,9 @@ def test_generate_shows_progress_bars_on_a_terminal_and_none_in_a_log(store, tmp
     assert code == 0, shown
     assert "sample: 100%" in shown and "2/2" in shown, shown  # one step per class
     assert "write: 100%" in shown and "10/10" in shown, shown  # one step per image
-    logged = subprocess.run([*argv, "--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    logged = subprocess.run(
+        [*argv, "--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert logged.returncode == 0 and "100%" not in logged.stdout + logged.stderr
     assert "wrote 10 images" in logged.stdout
 
@@ -264,7 +276,9 @@ def test_generate_draws_through_the_trials_score_filter(store, tiny_gans, tmp_pa
     run_id = make_trial(store.client, experiment_id, parent, "f", 0.9, generator=tiny_gans, tmp_path=tmp_path, cfg=cfg)
     uri = f"runs:/{run_id}/generator"
 
-    code = cli.main(["generate", uri, "--num", "4", "--out", str(tmp_path / "on"), "--format", "npz", "--tracking-uri", store.uri])
+    code = cli.main(
+        ["generate", uri, "--num", "4", "--out", str(tmp_path / "on"), "--format", "npz", "--tracking-uri", store.uri]
+    )
     assert code == 0
     meta = json.loads((tmp_path / "on" / "metadata.json").read_text())
     assert meta["filter_threshold"] == pytest.approx(threshold) and set(meta["kept_fraction"]) == set(CLASS_NAMES)

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_run(trial_id: str, auc: float | None, params: dict, status: str = "FINISHED", baseline: str | None = None, **metrics):
+def fake_run(
+    trial_id: str, auc: float | None, params: dict, status: str = "FINISHED", baseline: str | None = None, **metrics
+):
     tags = {"gantune.trial_id": trial_id, **({"gantune.baseline": baseline} if baseline else {})}
     values = {**({"val_auc": auc} if auc is not None else {}), "folds_done": 3.0}
     values.update(metrics)
@@ -38,7 +40,12 @@ def view():
     space = load_space(ROOT / "spaces" / "demo.yaml")
     space = space_from_resolved(space.resolved(), "demo")
     runs = [
-        fake_run("base", 0.70, {"gan.lr": 3.1622776601683794e-04, "gan.batch_size": 32, "synth.ratio": 0.0}, baseline="real_only"),
+        fake_run(
+            "base",
+            0.70,
+            {"gan.lr": 3.1622776601683794e-04, "gan.batch_size": 32, "synth.ratio": 0.0},
+            baseline="real_only",
+        ),
         fake_run("a", 0.75, {"gan.lr": 2e-4, "gan.batch_size": 64, "synth.ratio": 1.5}, val_auc_min_fold=0.62),
         fake_run("b", 0.66, {"gan.lr": 8e-4, "gan.batch_size": 32, "synth.ratio": 0.5}, folds_done=1.0),
         fake_run("div", 0.0, {"gan.lr": 9e-4, "gan.batch_size": 32, "synth.ratio": 2.0}, diverged=1.0),
@@ -125,7 +132,7 @@ def test_quiet_search_prints_one_line_per_trial_and_no_table(served_search):
     out = served_search.search.stdout
     _, trials = search_runs(served_search)
     for run in trials:
-        lines = [l for l in out.splitlines() if l.startswith(f"trial {run.data.tags['gantune.trial_id']} ")]
+        lines = [line for line in out.splitlines() if line.startswith(f"trial {run.data.tags['gantune.trial_id']} ")]
         assert len(lines) == 1, out[-3000:]
         assert re.search(r"\((1|2)/2\): val_auc=0\.\d+ folds=\d", lines[0])
     assert "+-----" not in out and "done |" not in out  # no Ray table, no live status line
@@ -141,10 +148,11 @@ def test_report_prints_leaderboard_with_deltas(served_search):
     assert "delta_val_auc_vs_real_only" in proc.stdout
     baseline = next(r for r in trials if r.data.tags.get("gantune.baseline") == "real_only")
     base = baseline.data.metrics["val_auc"]
-    header = next(l for l in proc.stdout.splitlines() if l.startswith("trial_id ")).split()
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("trial_id ")).split()
     for run in trials:
         trial_id = run.data.tags["gantune.trial_id"]
-        row = dict(zip(header, next(l for l in proc.stdout.splitlines() if l.startswith(trial_id + " ")).split()))
+        line = next(line for line in proc.stdout.splitlines() if line.startswith(trial_id + " "))
+        row = dict(zip(header, line.split()))
         assert float(row["val_auc"]) == pytest.approx(run.data.metrics["val_auc"], abs=1e-4)
         assert float(row["val_auc_min_fold"]) == pytest.approx(run.data.metrics["val_auc_min_fold"], abs=1e-4)
         assert float(row["delta_val_auc_vs_real_only"]) == pytest.approx(run.data.metrics["val_auc"] - base, abs=1e-4)
@@ -161,7 +169,9 @@ def test_report_logs_plots_and_html_on_the_parent_run(served_search, tmp_path):
                 "plots/ratio_vs_auc.png", "report.html"}
     assert expected <= paths
     for name in sorted(expected - {"report.html"}):
-        assert Path(client.download_artifacts(parent.info.run_id, name, str(tmp_path))).read_bytes().startswith(PNG_MAGIC)
+        assert (
+            Path(client.download_artifacts(parent.info.run_id, name, str(tmp_path))).read_bytes().startswith(PNG_MAGIC)
+        )
     page = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) >= 4 + 2  # the four plots and a sample grid per class

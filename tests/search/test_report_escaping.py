@@ -1,5 +1,6 @@
 """report.html renders text anyone with EDIT access to the tracking server wrote: experiment,
-run and trial names, the logged resolved space (its metric name), and artifact file names. Each field here carries a live-HTML payload naming the field; the page must
+run and trial names, the logged resolved space (its metric name), and artifact file names. Each field
+here carries a live-HTML payload naming the field; the page must
 show every payload as text and contain no markup but the report's own."""
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def crafted_store(tmp_path: Path, craft_metric: bool) -> tuple[MlflowClient, str
     ):
         tags = {"mlflow.parentRunId": parent, "gantune.role": "trial", "gantune.trial_id": trial_id, **tags}
         run = client.create_run(exp_id, tags=tags).info.run_id
-        for key, v in {"gan.lr": 2e-4, "gan.batch_size": 32, "synth.ratio": 0.0 if tags.get("gantune.baseline") else 1.0}.items():
+        for key, v in {
+            "gan.lr": 2e-4,
+            "gan.batch_size": 32,
+            "synth.ratio": 0.0 if tags.get("gantune.baseline") else 1.0,
+        }.items():
             client.log_param(run, key, v)
         client.log_metric(run, "val_auc", value)
         client.log_metric(run, "folds_done", 3)

@@ -26,8 +26,14 @@ RESOLVED = {"name": "demo", "space_file": "spaces/demo.yaml", "fixed": {"gan.ste
 
 
 def make_record(tmp_path, **changes) -> SearchRecord:
-    values = dict(experiment="exp", experiment_id="1", parent_run_id="abcdef0123456789", tune_name=tune_name("exp", "abcdef0123456789"),
-                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", resolved=RESOLVED)
+    values = dict(
+        experiment="exp",
+        experiment_id="1",
+        parent_run_id="abcdef0123456789",
+        tune_name=tune_name("exp", "abcdef0123456789"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        resolved=RESOLVED,
+    )
     return SearchRecord(**{**values, **changes})
 
 
@@ -38,7 +44,9 @@ def test_record_round_trip_next_to_the_tune_dir(tmp_path):
     assert read_record(storage, "exp") is None
     write_record(storage, record)
     assert record_uri(storage, "exp") == str(tmp_path / "ray_results" / "exp.gantune.json")
-    assert json.loads((tmp_path / "ray_results" / "exp.gantune.json").read_text())["parent_run_id"] == record.parent_run_id
+    assert (
+        json.loads((tmp_path / "ray_results" / "exp.gantune.json").read_text())["parent_run_id"] == record.parent_run_id
+    )
     assert read_record(storage, "exp") == record
     mark(storage, record, "finished")
     assert read_record(storage, "exp").status == "finished"

@@ -25,7 +25,9 @@ def test_retinamnist_smoke_search(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("retina")
     parent = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")[0]
-    summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "data/summary.json", str(tmp_path))).read_text())
+    summary = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "data/summary.json", str(tmp_path))).read_text()
+    )
     assert summary["image_shape"] == [3, 28, 28] and len(summary["class_names"]) == 5
     assert summary["pool_class_counts"] == [540, 140, 234, 214, 72]  # official train + val
     trials = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'trial'")
@@ -36,7 +38,10 @@ def test_retinamnist_smoke_search(tmp_path):
     gan = next(r for r in trials if float(r.data.params["synth.ratio"]) > 0)
     paths = {a.path for a in client.list_artifacts(gan.info.run_id, "samples")}
     assert paths == {f"samples/class_{c}_grade{c}.png" for c in range(5)}  # one GAN per grade
-    assert {a.path for a in client.list_artifacts(gan.info.run_id, "plots")} >= {"plots/roc.png", "plots/confusion_matrix.png"}
+    assert {a.path for a in client.list_artifacts(gan.info.run_id, "plots")} >= {
+        "plots/roc.png",
+        "plots/confusion_matrix.png",
+    }
     import mlflow.pyfunc
     import pandas as pd
 

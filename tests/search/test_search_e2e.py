@@ -50,7 +50,9 @@ def test_one_parent_run_with_trial_runs_nested(smoke_search):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert "best_val_auc" in parent.data.metrics
-    assert {"leaderboard.csv", "leaderboard.txt", "config/resolved_space.json"} <= set(artifact_paths(client, parent.info.run_id))
+    assert {"leaderboard.csv", "leaderboard.txt", "config/resolved_space.json"} <= set(
+        artifact_paths(client, parent.info.run_id)
+    )
     ids = set()
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -48,7 +48,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_find_cycle_finds_the_cycle_the_move_removed():
     # tuner -> plots -> report -> tuner, as it was at 6b7b680
-    assert find_cycle({"tuner": {"plots"}, "plots": {"report"}, "report": {"tuner"}}) == ["plots", "report", "tuner", "plots"]
+    assert find_cycle({"tuner": {"plots"}, "plots": {"report"}, "report": {"tuner"}}) == [
+        "plots",
+        "report",
+        "tuner",
+        "plots",
+    ]
     assert find_cycle({"tuner": {"plots"}, "report": {"plots"}}) is None
 
 
@@ -59,6 +64,8 @@ def test_no_import_cycle_among_search_modules():
 
 
 def test_report_module_loads_no_ray():
-    code = "import sys, gantune.search.report; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    code = (
+        "import sys, gantune.search.report; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

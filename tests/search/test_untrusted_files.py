@@ -48,7 +48,9 @@ CHECKPOINT_READERS = {
     "load_generators": load_generators,
     "load_refiners": load_refiners,
     "generate.sample_classes": lambda p: sample_classes(Path(p), 1, 0),
-    "pyfunc GeneratorModel.load_context": lambda p: GeneratorModel().load_context(SimpleNamespace(artifacts={"checkpoint": p})),
+    "pyfunc GeneratorModel.load_context": lambda p: GeneratorModel().load_context(
+        SimpleNamespace(artifacts={"checkpoint": p})
+    ),
 }
 
 

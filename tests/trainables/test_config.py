@@ -37,7 +37,9 @@ def test_every_numeric_field_has_a_range():
 
 def outside(key: str) -> list[float]:
     """Values just outside each bounded end of the key's range, of the field's own type."""
-    return [int(v) if is_int_field(key) else v for v in outside_range(FIELD_RANGES.get(key, ANY))]  # a missing entry fails the test above
+    return [
+        int(v) if is_int_field(key) else v for v in outside_range(FIELD_RANGES.get(key, ANY))
+    ]  # a missing entry fails the test above
 
 
 BELOW_OR_ABOVE = [(key, v) for key in NUMERIC_KEYS for v in outside(key)]
@@ -116,7 +118,9 @@ def test_removed_preprocess_enhancement_keys_name_the_new_ones(old, new):
 
 def test_positive_class_is_checked_against_the_dataset():
     check_dataset_fit(TrialConfig.from_flat({"data.positive_class": 1}), num_classes=2)
-    with pytest.raises(ConfigError, match=r"'data.positive_class' must be a class index below the dataset's 2 classes \(0..1\), got 7"):
+    with pytest.raises(
+        ConfigError, match=r"'data.positive_class' must be a class index below the dataset's 2 classes \(0..1\), got 7"
+    ):
         check_dataset_fit(TrialConfig.from_flat({"data.positive_class": 7}), num_classes=2)
 
 

@@ -32,7 +32,9 @@ def run(small_pool, cache=None, on_fold=None, skip_folds=0, **overrides):
         if on_fold:
             on_fold(r)
 
-    trial.run_trial(cfg, DataSplits(pool=small_pool, test=small_pool), CPU, collect, skip_folds=skip_folds, gan_cache=cache)
+    trial.run_trial(
+        cfg, DataSplits(pool=small_pool, test=small_pool), CPU, collect, skip_folds=skip_folds, gan_cache=cache
+    )
     return results
 
 
@@ -71,7 +73,11 @@ def test_a_restored_trial_reuses_the_gans_of_the_fold_it_had_not_reported(small_
         run(small_pool, cache, on_fold=die_at_second_fold)
     restored = run(small_pool, cache, skip_folds=1)
     assert [r.fold for r in restored] == [1]
-    assert totals(restored) | {"gan_train_seconds": 0} == {"gan_cache_hits": 2, "gan_cache_misses": 0, "gan_train_seconds": 0}
+    assert totals(restored) | {"gan_train_seconds": 0} == {
+        "gan_cache_hits": 2,
+        "gan_cache_misses": 0,
+        "gan_train_seconds": 0,
+    }
 
 
 def test_gan_stats_survive_the_fold_checkpoint(small_pool, tmp_path):

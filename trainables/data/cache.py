@@ -3,7 +3,8 @@
 The key hashes what produced the tensors: every input file's path and a SHA-256 of its content,
 and the preprocessing config. Changing any byte of a file (even keeping its size and mtime), or any
 preprocessing field, gives a new key; touching a file without changing it does not. Hashing reads
-every file once per check or search (hundreds of MB/s), far less than decoding and resampling. An entry is a dict of tensors plus plain metadata written with torch.save to a temporary
+every file once per check or search (hundreds of MB/s), far less than decoding and resampling. An
+entry is a dict of tensors plus plain metadata written with torch.save to a temporary
 file and renamed into place, so a crash or a concurrent trial never sees half an entry.
 """
 

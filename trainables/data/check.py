@@ -126,8 +126,17 @@ def _read_all(layout: Layout, cfg: PreprocessConfig) -> tuple[list[FileRecord], 
             tensors.append([])
             continue
         constant = any(bool(s.max() == s.min()) for s in slices)
-        records.append(FileRecord(str(sample.path), info.size, info.spacing, info.channels, len(slices), constant=constant,
-                                  pixel_type=info.pixel_type))
+        records.append(
+            FileRecord(
+                str(sample.path),
+                info.size,
+                info.spacing,
+                info.channels,
+                len(slices),
+                constant=constant,
+                pixel_type=info.pixel_type,
+            )
+        )
         tensors.append(slices)
     return records, tensors
 
@@ -200,11 +209,15 @@ def _file_issues(records: tuple[FileRecord, ...], skip_bad: bool) -> list[Issue]
             reason = r.error.removeprefix(f"{r.path}: ") + (" [skipped: --skip-bad]" if skipped else "")
             issues.append(Issue(r.path, reason, "warning" if skipped else "error", r.kind))
         elif r.constant:
-            issues.append(Issue(r.path, "every pixel has the same value (blank image?); check the file", "warning", "suspicious"))
+            issues.append(
+                Issue(r.path, "every pixel has the same value (blank image?); check the file", "warning", "suspicious")
+            )
     return issues
 
 
-def _fold_issues(root: str, names: tuple[str, ...], labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> list[Issue]:
+def _fold_issues(
+    root: str, names: tuple[str, ...], labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
+) -> list[Issue]:
     """Every class needs >= `folds` pool images (and patients); make_folds has the last word."""
     counts = np.bincount(labels, minlength=len(names))
     issues = [
@@ -217,7 +230,9 @@ def _fold_issues(root: str, names: tuple[str, ...], labels: np.ndarray, groups: 
         try:
             make_folds(labels, folds, seed, groups=groups)
         except (DatasetError, ValueError) as exc:
-            issues.append(Issue(root, f"cannot make {folds} folds: {exc}; add patients/images or lower the number of folds"))
+            issues.append(
+                Issue(root, f"cannot make {folds} folds: {exc}; add patients/images or lower the number of folds")
+            )
     return issues
 
 
@@ -260,7 +275,9 @@ def _analyse(path: Path, cfg: PreprocessConfig, folds: int, seed: int, skip_bad:
     in_pool = np.isin(slice_file, pool_files)
     pool_slices = slice_file[in_pool]
     if len(pool_files):
-        issues += _fold_issues(str(layout.root), layout.class_names, labels[pool_slices], _pool_groups(layout, pool_slices), folds, seed)
+        issues += _fold_issues(
+            str(layout.root), layout.class_names, labels[pool_slices], _pool_groups(layout, pool_slices), folds, seed
+        )
     slice_labels = labels[slice_file] if len(slice_file) else np.zeros(0, dtype=np.int64)
     good = [r for r in scan_.records if not r.error]
     report = DatasetReport(
@@ -290,9 +307,13 @@ def _pixels(records: list[FileRecord], cfg: PreprocessConfig) -> str:
     return f"{kinds} -> per image {cfg.normalize} to [0, 1], then 2x - 1" if records else ""
 
 
-def _npz_report(path: Path, splits: DataSplits | None, error: str, folds: int, seed: int, pixels: str = "") -> DatasetReport:
+def _npz_report(
+    path: Path, splits: DataSplits | None, error: str, folds: int, seed: int, pixels: str = ""
+) -> DatasetReport:
     if splits is None:
-        return DatasetReport(str(path), "medmnist", folds=folds, issues=(Issue(str(path), error.removeprefix(f"{path}: ")),))
+        return DatasetReport(
+            str(path), "medmnist", folds=folds, issues=(Issue(str(path), error.removeprefix(f"{path}: ")),)
+        )
     pool, test = splits.pool, splits.test
     labels = pool.labels.numpy()
     counts = [a + b for a, b in zip(pool.class_counts(), test.class_counts())]
@@ -348,7 +369,9 @@ def check_dataset(
     try:
         return _analyse(path, cfg, folds, seed, skip_bad, use_cache).report
     except DatasetError as exc:
-        return DatasetReport(str(path), "unknown", folds=folds, issues=(Issue(str(path), str(exc).removeprefix(f"{path}: ")),))
+        return DatasetReport(
+            str(path), "unknown", folds=folds, issues=(Issue(str(path), str(exc).removeprefix(f"{path}: ")),)
+        )
 
 
 def _refuse(report: DatasetReport) -> DatasetError:

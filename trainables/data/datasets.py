@@ -110,7 +110,10 @@ def pixel_scale(path: Path, images: dict[str, np.ndarray]) -> PixelScale:
     [0, 4095], NaN) is refused rather than squashed: a wrong guess would train on garbage."""
     kinds = {k: a.dtype for k, a in images.items()}
     if len({d.kind for d in kinds.values()}) > 1:
-        raise DatasetError(f"{path}: the splits' images have different dtypes {dict((k, str(d)) for k, d in kinds.items())}; save them alike")
+        raise DatasetError(
+            f"{path}: the splits' images have different dtypes {dict((k, str(d)) for k, d in kinds.items())}; "
+            "save them alike"
+        )
     dtype = next(iter(kinds.values()))
     if dtype.kind not in "uif":
         raise DatasetError(f"{path}: images must be numbers (uint8, or float in [0, 1] / [-1, 1]), got dtype {dtype}")
@@ -140,8 +143,13 @@ def _labels(path: Path, key: str, array: np.ndarray) -> np.ndarray:
     """(N,) or (N, 1) integer labels; DatasetError naming the key for strings, fractions, negatives."""
     flat = array.reshape(-1) if array.ndim <= 1 or array.shape[1:] == (1,) else None
     if flat is None:
-        raise DatasetError(f"{path}: '{key}' must hold one label per image, got shape {array.shape} (multi-label data is not supported)")
-    if flat.dtype.kind not in "uif" or (flat.dtype.kind == "f" and not (np.isfinite(flat).all() and np.array_equal(flat, np.round(flat)))):
+        raise DatasetError(
+            f"{path}: '{key}' must hold one label per image, got shape {array.shape} "
+            "(multi-label data is not supported)"
+        )
+    if flat.dtype.kind not in "uif" or (
+        flat.dtype.kind == "f" and not (np.isfinite(flat).all() and np.array_equal(flat, np.round(flat)))
+    ):
         raise DatasetError(f"{path}: '{key}' must hold integer class indices 0..K-1, got dtype {flat.dtype}"
                            + (f" (e.g. {flat[0]!r})" if len(flat) else ""))
     if len(flat) and flat.min() < 0:
@@ -155,8 +163,10 @@ def _class_names(path: Path, labels: np.ndarray) -> tuple[str, ...]:
     if len(present) != n:
         missing = sorted(set(range(n)) - set(present.tolist()))
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise DatasetError(f"{path}: labels are {present.tolist()[:10]}{' ...' if len(present) > 10 else ''}, but class indices "
-                           f"must run 0..K-1 with every class present; no image has label {shown} (labels out of range?)")
+        raise DatasetError(
+            f"{path}: labels are {present.tolist()[:10]}{' ...' if len(present) > 10 else ''}, but class indices "
+            f"must run 0..K-1 with every class present; no image has label {shown} (labels out of range?)"
+        )
     stem = path.stem.split("_")[0].lower()
     known = MEDMNIST_CLASS_NAMES.get(stem)
     return known if known and len(known) >= n else tuple(f"class{i}" for i in range(n))

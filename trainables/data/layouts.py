@@ -195,9 +195,13 @@ def manifest_layout(csv_path: Path) -> Layout:
             continue
         path = _inside(root, rel)
         if path is None:
-            issues.append(Issue(where, f"path '{rel}' is outside the dataset root {root}; move the file under it or fix the path"))
+            issues.append(
+                Issue(where, f"path '{rel}' is outside the dataset root {root}; move the file under it or fix the path")
+            )
         elif not path.is_file():
-            issues.append(Issue(where, f"path '{rel}' (label '{label}') matches no file; fix the path or delete the row"))
+            issues.append(
+                Issue(where, f"path '{rel}' (label '{label}') matches no file; fix the path or delete the row")
+            )
         elif path in seen:
             issues.append(Issue(where, f"path '{rel}' is listed twice; keep one row per image"))
         else:
@@ -206,7 +210,12 @@ def manifest_layout(csv_path: Path) -> Layout:
     names = tuple(sorted({label for _, label, _ in found}))
     for label, n in sorted(rows_per_label.items()):
         if label not in names:
-            issues.append(Issue(str(csv_path), f"label '{label}' matches no file (all {n} of its rows point to missing or rejected paths)"))
+            issues.append(
+                Issue(
+                    str(csv_path),
+                    f"label '{label}' matches no file (all {n} of its rows point to missing or rejected paths)",
+                )
+            )
     if len(names) < 2:
         issues.append(Issue(str(csv_path), f"{len(names)} label(s) with files; a classifier needs >= 2"))
     index = {name: i for i, name in enumerate(names)}
@@ -214,7 +223,9 @@ def manifest_layout(csv_path: Path) -> Layout:
     return Layout(root, "manifest", samples, names, tuple(issues), (csv_path,))
 
 
-def split_test(labels: np.ndarray, groups: np.ndarray | None, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def split_test(
+    labels: np.ndarray, groups: np.ndarray | None, seed: int, fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
     """(pool indices, test indices), both sorted: one fold of a stratified (and patient-grouped
     when `groups` is given) k-fold with k = round(1 / fraction), so the test split is stratified
     and no patient is on both sides. Deterministic in (labels, groups, seed)."""

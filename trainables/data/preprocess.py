@@ -99,7 +99,9 @@ def resampled_shape(shape_hw: tuple[int, int], spacing_xy: tuple[float, float], 
     return max(1, round(h * spacing_xy[1] / target)), max(1, round(w * spacing_xy[0] / target))
 
 
-def resample(x: torch.Tensor, spacing_xy: tuple[float, float], target: float | None, *, nearest: bool = False) -> torch.Tensor:
+def resample(
+    x: torch.Tensor, spacing_xy: tuple[float, float], target: float | None, *, nearest: bool = False
+) -> torch.Tensor:
     """(C, H, W) -> (C, H', W') on a grid of `target` mm pixels; None leaves x alone."""
     if target is None:
         return x
@@ -172,7 +174,9 @@ def normalise(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
 # --- Per-file and per-batch entry points --------------------------------------------------------
 
 
-def preprocess_slice(s: Slice, cfg: PreprocessConfig, mask: Slice | None = None, mask_path: Path | None = None) -> torch.Tensor:
+def preprocess_slice(
+    s: Slice, cfg: PreprocessConfig, mask: Slice | None = None, mask_path: Path | None = None
+) -> torch.Tensor:
     """One 2D slice -> (C, S, S) float32 in [0, 1] (S = cfg.size, or the cropped size)."""
     x = resample(torch.from_numpy(s.array.astype(np.float32)), s.spacing, cfg.target_spacing)
     if cfg.crop == "mask":
@@ -225,5 +229,7 @@ def preprocess_npz_images(images: torch.Tensor, cfg: PreprocessConfig) -> torch.
     normalisation: the 8-bit range is already common to all images)."""
     if cfg.size is None or tuple(images.shape[-2:]) == (cfg.size, cfg.size):
         return images
-    x01 = F.interpolate((images + 1.0) / 2.0, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True)
+    x01 = F.interpolate(
+        (images + 1.0) / 2.0, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True
+    )
     return finish(x01.clamp(0.0, 1.0))

@@ -262,10 +262,11 @@ def fit_evolutionary(
         eval_z = latent(len(eval_real), rng, device)
         real_grads = d_loss_grads(discriminator, eval_real, 1.0)
 
+        # score is called within this iteration (evolution.step), so binding the loop's values late is right.
         def score(child: nn.Module) -> Fitness:
             with torch.no_grad():
-                child_fake = child(eval_z)
-            return child_fitness(discriminator, child_fake, real_grads, cfg.gamma)
+                child_fake = child(eval_z)  # noqa: B023
+            return child_fitness(discriminator, child_fake, real_grads, cfg.gamma)  # noqa: B023
 
         fake_logits = trained_d(fake)
         chosen = evolution.step({n: MUTATIONS[n](fake_logits) for n in mutations}, score)
@@ -283,7 +284,9 @@ def fit_evolutionary(
             flushed = means.flush(step)
             if report:
                 report(step, flushed)
-    return TrainedGAN(cfg, ema.model if ema is not None else generator, discriminator, latent, image_shape, means.history)
+    return TrainedGAN(
+        cfg, ema.model if ema is not None else generator, discriminator, latent, image_shape, means.history
+    )
 
 
 def fit_egan(

@@ -169,7 +169,9 @@ class TrainedRefiner:
         """R(images), same shape, in [-1, 1], on the images' device."""
         self.refiner.eval()
         device = next(self.refiner.parameters()).device
-        chunks = [self.refiner(images[i : i + batch].to(device)).to(images.device) for i in range(0, len(images), batch)]
+        chunks = [
+            self.refiner(images[i : i + batch].to(device)).to(images.device) for i in range(0, len(images), batch)
+        ]
         return torch.cat(chunks) if chunks else images.clone()
 
     def state(self) -> dict:

@@ -51,14 +51,18 @@ def assert_refused(root, pattern, folds=3):
 def test_corrupt_file(tmp_path):
     bad = small_tree(tmp_path) / "a" / "3.mha"
     bad.write_bytes(b"\x89garbage" * 10)
-    assert_refused(tmp_path, re.escape(str(bad.resolve())) + r": cannot be read as an image .*re-export it, or remove it")
+    assert_refused(
+        tmp_path, re.escape(str(bad.resolve())) + r": cannot be read as an image .*re-export it, or remove it"
+    )
 
 
 def test_truncated_file(tmp_path):
     bad = small_tree(tmp_path) / "b" / "x.nii.gz"
     gray(bad, shape=(64, 64))
     bad.write_bytes(bad.read_bytes()[:-40])
-    assert_refused(tmp_path, re.escape(str(bad.resolve())) + r": cannot be read as an image \(compressed stream is broken")
+    assert_refused(
+        tmp_path, re.escape(str(bad.resolve())) + r": cannot be read as an image \(compressed stream is broken"
+    )
 
 
 def test_non_image_files(tmp_path):
@@ -76,28 +80,39 @@ def test_non_image_files(tmp_path):
 def test_empty_class_folder(tmp_path):
     small_tree(tmp_path)
     (tmp_path / "c").mkdir()
-    assert_refused(tmp_path, re.escape(str(tmp_path / "c")) + r": class folder holds no images; add images or remove the folder")
+    assert_refused(
+        tmp_path, re.escape(str(tmp_path / "c")) + r": class folder holds no images; add images or remove the folder"
+    )
 
 
 def test_class_with_fewer_images_than_folds(tmp_path):
     small_tree(tmp_path, per_class=6)
     for i in range(2, 6):
         (tmp_path / "b" / f"{i}.mha").unlink()
-    assert_refused(tmp_path, r"class 'b' has \d image\(s\) in the training pool .* fewer than the 3 folds; add images or lower")
+    assert_refused(
+        tmp_path, r"class 'b' has \d image\(s\) in the training pool .* fewer than the 3 folds; add images or lower"
+    )
 
 
 def test_mixed_channel_counts(tmp_path):
     small_tree(tmp_path)
     rgb = tmp_path / "a" / "colour.png"
     write_image(rgb, np.zeros((12, 12, 3), np.uint8) + np.arange(12, dtype=np.uint8)[:, None, None], rgb=True)
-    report = assert_refused(tmp_path, re.escape(str(rgb.resolve())) + r": has 3 channel\(s\) but most images have 1 \(mixed channel counts\); convert")
+    report = assert_refused(
+        tmp_path,
+        re.escape(str(rgb.resolve()))
+        + r": has 3 channel\(s\) but most images have 1 \(mixed channel counts\); convert",
+    )
     assert report.channels == {1: 12}
 
 
 def test_different_sizes_without_target_size(tmp_path):
     small_tree(tmp_path)
     odd = gray(tmp_path / "a" / "big.mha", shape=(20, 20))
-    assert_refused(tmp_path, re.escape(str(odd.resolve())) + r": is 20x20 after cropping but most images are 12x12; set 'preprocess.size'")
+    assert_refused(
+        tmp_path,
+        re.escape(str(odd.resolve())) + r": is 20x20 after cropping but most images are 12x12; set 'preprocess.size'",
+    )
     assert check_dataset(tmp_path, PreprocessConfig(size=16), folds=3).usable
 
 
@@ -109,7 +124,9 @@ def test_manifest_label_matching_no_file(tmp_path):
     small_tree(tmp_path)
     rows = [f"{c}/{i}.mha,{c}" for c in "ab" for i in range(6)] + ["c/0.mha,c", "c/1.mha,c"]
     manifest(tmp_path, rows)
-    report = assert_refused(tmp_path, r"manifest\.csv:14: path 'c/0\.mha' \(label 'c'\) matches no file; fix the path or delete the row")
+    report = assert_refused(
+        tmp_path, r"manifest\.csv:14: path 'c/0\.mha' \(label 'c'\) matches no file; fix the path or delete the row"
+    )
     assert "label 'c' matches no file (all 2 of its rows" in error_text(report)
 
 
@@ -117,7 +134,11 @@ def test_manifest_path_outside_root(tmp_path):
     root = small_tree(tmp_path / "ds")
     gray(tmp_path / "secret.mha")
     manifest(root, [f"{c}/{i}.mha,{c}" for c in "ab" for i in range(6)] + ["../secret.mha,a"])
-    assert_refused(root, r"manifest\.csv:14: path '\.\./secret\.mha' is outside the dataset root .*; move the file under it or fix the path")
+    assert_refused(
+        root,
+        r"manifest\.csv:14: path '\.\./secret\.mha' is outside the dataset root .*; "
+        r"move the file under it or fix the path",
+    )
 
 
 def test_not_a_dataset(tmp_path):

@@ -32,7 +32,9 @@ def test_class_folders_skip_masks_sidecars_and_flag_strays(tmp_path):
     assert [(s.path.name, s.label) for s in layout.samples] == [("c.mhd", 0), ("a.mha", 1), ("b.nii.gz", 1)]
     assert layout.patients is None
     [warning] = layout.issues
-    assert warning.severity == "warning" and warning.path.endswith("notes.txt") and "not an image file" in warning.reason
+    assert (
+        warning.severity == "warning" and warning.path.endswith("notes.txt") and "not an image file" in warning.reason
+    )
 
 
 def test_empty_class_folder_and_single_class(tmp_path):
@@ -87,12 +89,17 @@ def test_manifest_rejects_paths_outside_root_and_missing_files(tmp_path):
     assert f"{manifest}:7: path 'ghost1.mha' (label 'unknown') matches no file" in msgs[3]
     assert f"{manifest}:9: path 'a.mha' is listed twice" in msgs[5]
     assert f"{manifest}:10: empty 'patient_id'" in msgs[6]
-    assert msgs[7] == f"{manifest}: label 'unknown' matches no file (all 2 of its rows point to missing or rejected paths)"
+    assert (
+        msgs[7] == f"{manifest}: label 'unknown' matches no file (all 2 of its rows point to missing or rejected paths)"
+    )
     assert len(msgs) == 8
 
 
 def test_manifest_header_errors(tmp_path):
-    with pytest.raises(DatasetError, match=r"manifest\.csv: a manifest needs a header 'path,label\[,patient_id\]'.*missing columns \['label'\]"):
+    with pytest.raises(
+        DatasetError,
+        match=r"manifest\.csv: a manifest needs a header 'path,label\[,patient_id\]'.*missing columns \['label'\]",
+    ):
         discover(write_manifest(tmp_path, ["a.mha,x"], header="path,class"))
     with pytest.raises(DatasetError, match="no rows"):
         discover(write_manifest(tmp_path, [], header="path,label"))

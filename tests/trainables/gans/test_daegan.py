@@ -25,8 +25,8 @@ def test_mixup_targets_equal_lam_and_mix_each_pair():
     lam = torch.tensor([0.0, 0.25, 1.0])
     x_mix, target = mixup_batch(real, fake, lam)
     assert torch.equal(target.ravel(), lam)
-    for i, l in enumerate(lam.tolist()):
-        assert torch.allclose(x_mix[i], l * real[i] + (1 - l) * fake[i])
+    for i, weight in enumerate(lam.tolist()):
+        assert torch.allclose(x_mix[i], weight * real[i] + (1 - weight) * fake[i])
 
 
 def test_mixup_loss_is_bce_against_lam():
@@ -36,7 +36,9 @@ def test_mixup_loss_is_bce_against_lam():
     loss = mixup_d_loss(0.4)(d, real, fake, torch.Generator().manual_seed(5))
     lam = sample_lam(6, 0.4, torch.Generator().manual_seed(5)).double().numpy()
     w, b = d[1].weight.detach().double().numpy().ravel(), float(d[1].bias.detach())
-    x = (lam[:, None] * real.double().numpy().reshape(6, -1)) + (1 - lam[:, None]) * fake.double().numpy().reshape(6, -1)
+    x = (lam[:, None] * real.double().numpy().reshape(6, -1)) + (1 - lam[:, None]) * fake.double().numpy().reshape(
+        6, -1
+    )
     p = 1 / (1 + np.exp(-(x @ w + b)))
     expected = -np.mean(lam * np.log(p) + (1 - lam) * np.log(1 - p))
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)

@@ -196,7 +196,9 @@ def test_conditional_gan_samples_each_requested_class():
     each class view scores through the projection D with its own label."""
     x = images(n=16, size=28)
     y = torch.tensor([0, 1] * 8)
-    gan = fit_dcgan(GANConfig(**SMALL, conditional=True), x, seed=0, device=torch.device("cpu"), labels=y, num_classes=2)
+    gan = fit_dcgan(
+        GANConfig(**SMALL, conditional=True), x, seed=0, device=torch.device("cpu"), labels=y, num_classes=2
+    )
     zero, one = gan.for_class(0), gan.for_class(1)
     assert not torch.equal(zero.sample(4, seed=1), one.sample(4, seed=1))
     assert torch.equal(zero.sample(4, seed=1), copy.deepcopy(zero).sample(4, seed=1))

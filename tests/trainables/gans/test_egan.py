@@ -108,7 +108,9 @@ def test_fresh_optimizer_state_behaves_like_a_fresh_adam():
             opt.zero_grad()
             model(x).pow(2).sum().backward()
             opt.step()
-    assert torch.allclose(a.weight, b.weight) and torch.allclose(opt_a.state[a.weight]["exp_avg"], opt_b.state[b.weight]["exp_avg"])
+    assert torch.allclose(a.weight, b.weight) and torch.allclose(
+        opt_a.state[a.weight]["exp_avg"], opt_b.state[b.weight]["exp_avg"]
+    )
 
 
 # --- Selection ---

@@ -17,7 +17,9 @@ from gantune.trainables.gans.simgan import (
 )
 
 CPU = torch.device("cpu")
-TINY = RefinerConfig(steps=3, pretrain_r_steps=2, pretrain_d_steps=2, buffer_size=12, batch_size=8, width=8, log_every=2)
+TINY = RefinerConfig(
+    steps=3, pretrain_r_steps=2, pretrain_d_steps=2, buffer_size=12, batch_size=8, width=8, log_every=2
+)
 
 
 def images(n, value, size=4):
