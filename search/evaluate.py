@@ -48,18 +48,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.augment import AugmentConfig
 from gantune.trainables.data.datasets import DataSplits, ImageDataset
-from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.gans.cache import GeneratorCache
+from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.trial import enhance, fit_pipeline, score
 
 from . import stats
 from .bars import progress_bar, write_line
 from .leaderboard import format_table as text_table
-from .leaderboard import rank_runs
+from .leaderboard import rank_for_selection
 from .runs import (
     add_fold_values,
     experiment_and_latest_search,
@@ -146,12 +145,15 @@ class Source:
     """Augmented baseline -> where its augment section came from (a trial id, or the default)."""
 
 
-def ranked_trials(client, experiment_id: str, search, metric: str, mode: str, baseline: str | None = None) -> list:
-    """The search's usable trial runs (leaderboard.usable), best first."""
+def ranked_trials(client, experiment_id: str, search, resolved: dict, baseline: str | None = None) -> list:
+    """The search's trial runs best first as promote ranks them: those that finished every fold,
+    by the space's search.rank_by (leaderboard.rank_for_selection); the usable ones by mean when
+    none did."""
     extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
-    return rank_runs(
-        add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), metric), metric, mode
-    )
+    settings = resolved["search"]
+    runs = add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), settings["metric"])
+    return rank_for_selection(runs, settings["metric"],
+                              settings["mode"], resolved.get("fixed", {}), settings.get("rank_by", "mean"))
 
 
 def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | None) -> AugmentConfig:
@@ -165,7 +167,7 @@ BEST_GAN = "best-gan"
 """--trial value: the best trial that adds synthetic images (the search's best may be a baseline)."""
 
 
-def choose_trial(client, experiment_id: str, search, metric: str, mode: str, wanted: str | None):
+def choose_trial(client, experiment_id: str, search, resolved: dict, wanted: str | None):
     """The trial run to evaluate: --trial ID, the best trial with synthetic images (--trial
     best-gan), or the search's best (tagged when it finished, else ranked here)."""
     from gantune.trainables.tracking import find_trial_run
@@ -176,7 +178,7 @@ def choose_trial(client, experiment_id: str, search, metric: str, mode: str, wan
         if trial is None:
             raise EvaluateError(f"--trial {wanted!r}: no trial of search {name} has that gantune.trial_id")
         return trial
-    ranked = ranked_trials(client, experiment_id, search, metric, mode)
+    ranked = ranked_trials(client, experiment_id, search, resolved)
     if wanted == BEST_GAN:
         ranked = [r for r in ranked if not r.data.tags.get("gantune.baseline")]
         if not ranked:
@@ -186,7 +188,7 @@ def choose_trial(client, experiment_id: str, search, metric: str, mode: str, wan
     trial = find_trial_run(client, experiment_id, search.info.run_id, best_id) if best_id else None
     if trial is None:  # a search that ended before tagging its best trial: rank the trials here
         if not ranked:
-            raise EvaluateError(f"search {name} has no trial with a finite '{metric}'")
+            raise EvaluateError(f"search {name} has no trial with a finite '{resolved['search']['metric']}'")
         trial = ranked[0]
     return trial
 
@@ -194,12 +196,11 @@ def choose_trial(client, experiment_id: str, search, metric: str, mode: str, wan
 def find_source(client, experiment_name: str, wanted_trial: str | None = None) -> Source:
     experiment, search = experiment_and_latest_search(client, experiment_name, EvaluateError)
     resolved = resolved_space(client, search.info.run_id, EvaluateError)
-    metric, mode = resolved["search"]["metric"], resolved["search"]["mode"]
-    trial = choose_trial(client, experiment.experiment_id, search, metric, mode, wanted_trial)
+    trial = choose_trial(client, experiment.experiment_id, search, resolved, wanted_trial)
     cfg = trial_config(client, trial, EvaluateError)
     augments, origins = {}, {}
     for name, policy in AUGMENTED_BASELINES.items():
-        runs = ranked_trials(client, experiment.experiment_id, search, metric, mode, baseline=name)
+        runs = ranked_trials(client, experiment.experiment_id, search, resolved, baseline=name)
         searched = trial_config(client, runs[0], EvaluateError) if runs else None
         augments[name] = baseline_augment(cfg, policy, searched)
         origins[name] = (f"trial {trial_id_of(runs[0])}" if runs

@@ -255,3 +255,21 @@ def rank_complete_runs(runs: list, metric: str, mode: str, total_folds: int, fol
         return paired.lcb if paired is not None and math.isfinite(paired.lcb) else -math.inf
 
     return sorted(ranked, key=lcb, reverse=True)  # stable: ties keep mean order
+
+
+def fixed_folds(fixed: dict) -> tuple[int, int]:
+    """(folds per trial = data.folds x data.repeats, k = data.folds) from a search's fixed values
+    (the data section is fixed per search); the defaults for what it does not set."""
+    data = TrialConfig.from_flat({k: v for k, v in fixed.items() if k.startswith("data.")}).data
+    return data.total_folds, data.folds
+
+
+def rank_for_selection(runs: list, metric: str, mode: str, fixed: dict, rank_by: str = "mean") -> list:
+    """What `evaluate` picks from: the complete trial runs ranked by `rank_by` (against the best
+    complete real_only run), or the usable ones by mean when no trial finished every fold."""
+    total, k = fixed_folds(fixed)
+    real = rank_complete_runs(
+        [r for r in runs if r.data.tags.get("gantune.baseline") == "real_only"], metric, mode, total, k
+    )
+    complete = rank_complete_runs(runs, metric, mode, total, k, rank_by, real[0] if real else None)
+    return complete or rank_runs(runs, metric, mode)

@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from .leaderboard import RANK_BY, paired_to_baseline, rank_complete_runs
+from .leaderboard import RANK_BY, fixed_folds, paired_to_baseline, rank_complete_runs
 from .runs import (
     add_fold_values,
     RunsError,
@@ -117,14 +117,11 @@ def search_settings(client, search_run) -> dict:
 def search_folds(client, search_run) -> tuple[int, int]:
     """(folds per trial = data.folds x data.repeats, k = data.folds) of the search (the data
     section is fixed per search); the defaults for a search that logged no resolved space."""
-    from gantune.trainables.config import TrialConfig
-
     try:
         fixed = resolved_space(client, search_run.info.run_id).get("fixed", {})
     except RunsError:
         fixed = {}
-    data = TrialConfig.from_flat({k: v for k, v in fixed.items() if k.startswith("data.")}).data
-    return data.total_folds, data.folds
+    return fixed_folds(fixed)
 
 
 def has_generator(client, run_id: str) -> bool:

@@ -80,6 +80,8 @@ def make_search(tmp_path, data_path, classic_strength=0.3, tag_best=True, trivia
     if trivial:
         trials["trivial"] = ({"synth.ratio": 0.0, "augment.enabled": True, "augment.policy": "trivial",
                               "augment.strength": 0.6}, 0.84, "trivial_aug")
+    # Stopped by the scheduler after one lucky fold: the best mean, never the pick.
+    trials["stopped"] = ({"synth.ratio": 1.5}, 0.99, None)
     for trial_id, (params, auc, baseline) in trials.items():
         tags = {"gantune.role": "trial", "mlflow.parentRunId": parent, "gantune.trial_id": trial_id}
         if baseline:
@@ -87,6 +89,10 @@ def make_search(tmp_path, data_path, classic_strength=0.3, tag_best=True, trivia
         run = client.create_run(exp, tags=tags).info.run_id
         client.log_dict(run, TrialConfig.from_flat({**fixed, **params}).to_flat(), "config/trial_config.json")
         client.log_metric(run, "val_auc", auc)
+        done = 1 if trial_id == "stopped" else TINY["data.folds"]
+        client.log_metric(run, "folds_done", done)
+        for i in range(done):
+            client.log_metric(run, "fold_val_auc", auc, step=i)
         client.log_metric(run, "val_clf_best_step", 3.4)
         client.set_terminated(run)
     if tag_best:
@@ -135,7 +141,7 @@ def test_refit_plan_official_val_or_cross_validated_steps():
 def test_cv_steps_refits_train_the_chosen_steps_on_the_whole_pool_without_early_stop(monkeypatch):
     seen = []
 
-    def fake_fit(cfg, train, early_stop, device, seed):
+    def fake_fit(cfg, train, early_stop, device, seed, *cache):
         seen.append((cfg.classifier.steps, len(train), early_stop, seed))
         return None, None, None
 
@@ -307,8 +313,9 @@ def test_train_fractions_refit_on_subsets_and_plot(tmp_path, tiny_npz, monkeypat
 def test_without_best_tag_or_classic_baseline(tmp_path, tiny_npz):
     _, client, _ = make_search(tmp_path, tiny_npz, tag_best=False)
     source = ev.find_source(client, "tiny")
-    assert source.trial.data.tags["gantune.trial_id"] == "best"  # ranked by val_auc
+    assert source.trial.data.tags["gantune.trial_id"] == "best"  # ranked by val_auc among complete trials
     assert source.cfg.synth.ratio == 1.0
+    assert ev.find_source(client, "tiny", ev.BEST_GAN).trial.data.tags["gantune.trial_id"] == "best"
 
 
 def test_cli_dry_run_and_errors(tmp_path, tiny_npz, capsys):
