@@ -80,6 +80,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_option(p, "resume", nargs="?", const="yes", choices=("yes", "auto"), metavar="auto")
     add_option(p, "max_failures", type=int)
+    add_option(p, "keep_artifacts", choices=("complete", "all"))
     cache = p.add_mutually_exclusive_group()
     add_option(cache, "gan_cache", metavar="URI")
     add_option(cache, "no_gan_cache")
@@ -404,6 +405,9 @@ def build_parser(load: tuple[str, ...] | None = None) -> argparse.ArgumentParser
         description="Find the GAN augmentation that most improves a classifier on a small medical image dataset.",
         epilog="example: gantune search spaces/demo.yaml --smoke-test",
     )
+    from gantune import __version__
+
+    parser.add_argument("--version", action="version", version=f"gantune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         p = sub.add_parser(

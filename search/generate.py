@@ -33,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator"
     )
     p.add_argument("--num", type=int, required=True, help="images per class")
-    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--out", required=True, help="output directory (created; must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier `gantune generate` output in --out (a folder with its metadata.json)")
     p.add_argument(
         "--format", choices=FORMATS, default="png", help="png / mha per image in OUT/<class>/, or one OUT/synthetic.npz"
     )
@@ -193,8 +195,10 @@ def generate(
     seed: int = 0,
     tracking_uri: str | None = None,
     use_filter: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Write the images and metadata.json; returns the metadata."""
+    """Write the images and metadata.json; returns the metadata. `out` must be empty or missing;
+    with `overwrite`, an earlier generate output there is removed first."""
     import tempfile
 
     from mlflow.tracking import MlflowClient
@@ -205,7 +209,7 @@ def generate(
         raise GenerateError(f"--format must be one of {FORMATS}, got {fmt!r}")
     source = resolve_source(MlflowClient(tracking_uri, registry_uri=tracking_uri), model_uri)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, overwrite)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
@@ -233,9 +237,29 @@ def generate(
     return metadata
 
 
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """An empty `out`. Old images beside new ones would leave metadata.json describing only some of
+    the folder's files, so a non-empty folder is refused, and --overwrite removes only a folder
+    that an earlier generate wrote (it has metadata.json), never an arbitrary one."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise GenerateError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise GenerateError(f"--out {out} is not empty ({sum(1 for _ in out.iterdir())} entries): pick an empty "
+                                "folder, or pass --overwrite to replace an earlier `gantune generate` output")
+        if not (out / "metadata.json").is_file():
+            raise GenerateError(f"--out {out} is not empty and has no metadata.json, so it is not a `gantune generate` "
+                                "output; --overwrite replaces only those: pick an empty folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def generate_main(args) -> int:
     metadata = generate(
-        args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter
+        args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter,
+        overwrite=args.overwrite,
     )
     print(f"wrote {sum(metadata['counts'].values())} images ({metadata['counts']}) as {args.format} to {args.out}")
     short = {name: n for name, n in metadata["counts"].items() if n < args.num}

@@ -298,3 +298,29 @@ def test_generate_draws_through_the_trials_score_filter(store, tiny_gans, tmp_pa
     with torch.no_grad():
         expected = gans[0].sample(4, seed=0)
     np.testing.assert_array_equal(raw, np.round((expected.numpy().clip(-1, 1) + 1) * 127.5).astype(np.uint8)[:, 0])
+
+
+def test_generate_refuses_a_non_empty_out_and_overwrite_replaces_only_its_own_output(store, tmp_path, capsys):
+    out = tmp_path / "synth"
+    argv = ["generate", f"runs:/{store.ids['good']}/generator", "--out", str(out), "--tracking-uri", store.uri]
+    assert cli.main([*argv, "--num", "3"]) == 0
+    assert cli.main([*argv, "--num", "1"]) == cli.EXIT_USAGE
+    refused = capsys.readouterr().err
+    assert f"--out {out} is not empty" in refused and "--overwrite" in refused
+    assert cli.main([*argv, "--num", "1", "--overwrite"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    images = sorted(p for p in out.rglob("*.png"))
+    assert len(images) == sum(meta["counts"].values()) == meta["files"]  # no stale images beside the new ones
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert cli.main([*argv[:3], str(other), *argv[4:], "--num", "1", "--overwrite"]) == cli.EXIT_USAGE
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert "not a `gantune generate` output" in capsys.readouterr().err
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "gantune.search.cli", "--version"], capture_output=True, text=True, timeout=120)
+    from gantune import __version__
+
+    assert proc.returncode == 0 and proc.stdout.strip() == f"gantune {__version__}"
