@@ -43,6 +43,9 @@ class SearchOptions:
     """Continue the experiment's killed or stopped search (same space, --set values, --storage-path, --experiment,
     --seed and resources; see search/resume.py); `--resume auto`: continue it if there is one Tune can restore, else
     start a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
+    keep_artifacts: str = "complete"
+    """Which trials keep their generator model: 'complete' (logged once, at a trial's last fold; a trial stopped
+    early keeps none) or 'all' (logged at every fold, so stopped trials keep their last one)."""
     quiet: bool = False
     """No live progress view, one line per finished trial (for CI logs)."""
 

@@ -120,6 +120,7 @@ def run_search(
         mode=space.search.mode,
         objectives=tuple(zip(space.search.objectives, space.search.objective_modes)),
         gan_cache=cache_location(options.storage_path, options.gan_cache, options.no_gan_cache),
+        keep_artifacts=options.keep_artifacts,
     )
     failed, interrupted = True, False
     try:

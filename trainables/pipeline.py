@@ -44,6 +44,9 @@ class StudySettings:
     gan_cache: str | None = None
     """Folder or URI of the generator cache every trial reads and writes (None: off); by default
     under the search's storage path, so every node of a cluster sees the same entries."""
+    keep_artifacts: str = "complete"
+    """'complete': a trial's generator model is logged once, at its last fold (none for a trial
+    stopped early); 'all': at every fold, as before (see SearchOptions.keep_artifacts)."""
 
 
 class TrialOOMError(RuntimeError):

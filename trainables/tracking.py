@@ -48,6 +48,8 @@ class TrialRun:
     run_id: str
     cfg: TrialConfig
     class_names: tuple[str, ...]
+    keep_every_generator: bool = False
+    """--keep-artifacts all: log the generator at every fold (else once, at the trial's last fold)."""
 
     @classmethod
     def open(cls, settings, trial_id: str, params: dict, cfg: TrialConfig) -> TrialRun:
@@ -71,7 +73,7 @@ class TrialRun:
             run_id = client.create_run(settings.experiment_id, tags=tags).info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
             client.log_dict(run_id, cfg.to_flat(), "config/trial_config.json")
-        return cls(client, run_id, cfg, settings.data.pool.class_names)
+        return cls(client, run_id, cfg, settings.data.pool.class_names, settings.keep_artifacts == "all")
 
     # --- per fold ---------------------------------------------------------------------------
     def log_fold(self, result, results: list, means: dict[str, float]) -> None:
@@ -90,7 +92,10 @@ class TrialRun:
             self._log_plots(results, tmp)
             if synthetic.gans:
                 self._log_samples(synthetic, tmp)
-                self._log_generator(synthetic, tmp)
+                # Once per trial, at its last fold: the heaviest artifact (every class's G and D) is
+                # not re-uploaded per fold, and a trial the scheduler stops early keeps none.
+                if self.keep_every_generator or step == self.cfg.data.total_folds:
+                    self._log_generator(synthetic, tmp)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(1000 * time.time())

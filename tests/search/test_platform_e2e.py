@@ -44,8 +44,9 @@ def leaderboard_ids(client, parent_run_id, tmp_path) -> list[str]:
 # --- resume after a killed driver -------------------------------------------------------------
 
 
+# --keep-artifacts all: the generator test below may pick a GAN trial that ASHA stopped early.
 RESUME_ARGS = ["--smoke-test", "--num-samples", "3", "--set", "data.folds=3", "--set", "gan.steps=40",
-               "--max-concurrent", "1", "--experiment", "resume", "--quiet"]
+               "--max-concurrent", "1", "--experiment", "resume", "--quiet", "--keep-artifacts", "all"]
 
 
 def wait_mid_search(client, proc, tune_root: Path, timeout: float = 300, experiment_name: str = "resume"):
