@@ -81,7 +81,6 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_option(p, "resume", nargs="?", const="yes", choices=("yes", "auto"), metavar="auto")
     add_option(p, "max_failures", type=int)
     add_option(p, "keep_artifacts", choices=("complete", "all"))
-    add_option(p, "keep_artifacts", choices=("complete", "all"))
     cache = p.add_mutually_exclusive_group()
     add_option(cache, "gan_cache", metavar="URI")
     add_option(cache, "no_gan_cache")
