@@ -73,6 +73,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray"
     )
     add_option(p, "quiet")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the whole resolved configuration as JSON (as --dry-run does), not just its summary")
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -120,6 +122,21 @@ def search_options(args, space) -> SearchOptions:
     return SearchOptions(**values)
 
 
+def space_summary(resolved: dict) -> str:
+    """The few lines of a resolved space a person checks before a search starts (the whole of
+    it is on the parent run as config/resolved_space.json; --dry-run / --verbose print it)."""
+    search, fixed = resolved["search"], resolved["fixed"]
+    domains = "; ".join(f"{k} {next(iter(d))} {next(iter(d.values()))}" for k, d in resolved["searched"].items())
+    return "\n".join([
+        f"search '{resolved['name']}' ({resolved['space_file']}): {search['num_samples']} trials, "
+        f"{search['metric']} ({search['mode']}), {search['sampler']} + {search['scheduler']}",
+        f"  data: {fixed.get('data.path')}, {fixed.get('data.folds')} folds; baselines: "
+        f"{', '.join(search['baselines']) or 'none'}",
+        f"  searched: {domains}",
+        "  (the whole configuration: --dry-run or --verbose)",
+    ])
+
+
 def job_cluster_address() -> str | None:
     """'auto' when gantune is the entrypoint of `ray job submit` (the job supervisor sets
     RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_ADDRESS for it): the search joins the job's cluster
@@ -135,8 +152,20 @@ def search_main(args) -> int:
     except SpaceError as exc:
         raise UserError(str(exc)) from exc
     options = search_options(args, space)
-    print(json.dumps({**space.resolved(), "options": options.to_dict()}, indent=2, default=str))
+    resolved = {**space.resolved(), "options": options.to_dict()}
+    if args.dry_run or args.verbose:
+        print(json.dumps(resolved, indent=2, default=str))
+    else:
+        print(space_summary(resolved))
     if args.dry_run:
+        from gantune.trainables.data.datasets import DatasetError
+
+        from .dataset import check_data_path
+
+        try:  # what the real run would refuse first, without loading the images
+            check_data_path(space)
+        except DatasetError as exc:
+            raise UserError(str(exc)) from exc
         return 0
     check_tracking(options.tracking_uri)
     from gantune.trainables.data.datasets import DatasetError

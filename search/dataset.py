@@ -19,6 +19,26 @@ def resolve_data_path(path: str, space_file: str) -> Path:
     return candidate
 
 
+def check_data_path(space) -> Path:
+    """The space's data.path resolved, or DatasetError naming the space file and key when it does
+    not exist or cannot be read (also what `search --dry-run` checks)."""
+    import os
+
+    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.data.datasets import DatasetError
+
+    given = TrialConfig.from_flat(space.fixed).data.path
+    path = resolve_data_path(given, space.path)
+    if not path.exists():
+        raise DatasetError(
+            f"{space.path}: 'data.path' {given!r} does not exist "
+            "(looked in the working directory and next to the space file)"
+        )
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise DatasetError(f"{space.path}: 'data.path' {given!r} ({path}) is not readable")
+    return path
+
+
 def load_data(space, skip_bad: bool):
     """Validate and load the dataset before Ray starts: (DataSplits, skipped files). A missing or
     unusable dataset raises DatasetError naming the space file or the image."""
@@ -27,12 +47,7 @@ def load_data(space, skip_bad: bool):
     from gantune.trainables.data.datasets import DatasetError
 
     cfg = TrialConfig.from_flat(space.fixed)
-    path = resolve_data_path(cfg.data.path, space.path)
-    if not path.exists():
-        raise DatasetError(
-            f"{space.path}: 'data.path' {cfg.data.path!r} does not exist "
-            "(looked in the working directory and next to the space file)"
-        )
+    path = check_data_path(space)
     splits, skipped = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
     try:
         check_dataset_fit(cfg, splits.pool.num_classes)  # e.g. data.positive_class, only now known to fit
