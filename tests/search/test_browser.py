@@ -118,38 +118,6 @@ def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_t
     save_screenshot(browser, tmp_path, "root_to_runs.png", ROOT_SCREENSHOT_COPY)
 
 
-ROOT_SCREENSHOT_COPY = Path("/tmp/gantune-browser-root-runs.png")
-
-
-def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_table(served_search, browser, tmp_path):
-    """A person types the server's address and clicks the experiment: no mode switch, no
-    Columns menu (gantune server serves search/mlflow_ui.py's app; the profile has never chosen a
-    mode). First in the module, so the shared browser profile is still fresh."""
-    from selenium.webdriver.common.by import By
-
-    name = served_search.client.get_experiment(served_search.experiment_id).name
-    browser.get(f"{served_search.url}/")
-
-    def experiment_links(driver):
-        return [a for a in driver.find_elements(By.TAG_NAME, "a") if a.text.strip() == name]
-
-    wait_for(browser, experiment_links, f"a link to the experiment '{name}' on the home page")[0].click()
-
-    def runs_table_columns(driver):
-        headers = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, ".ag-header-cell-text")}
-        return (
-            headers
-            if f"/experiments/{served_search.experiment_id}/runs" in driver.current_url and "val_auc" in headers
-            else None
-        )
-
-    headers = wait_for(browser, runs_table_columns, "the experiment's runs table with a val_auc column")
-    assert "workflowType=genai" not in browser.current_url
-    assert {"val_auc_min_fold", "synth.ratio", "gantune.baseline"} <= headers, headers
-    close_assistant(browser)
-    save_screenshot(browser, tmp_path, "root_to_runs.png", ROOT_SCREENSHOT_COPY)
-
-
 def test_experiment_page_nests_trial_runs_under_the_search(served_search, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
