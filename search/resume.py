@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import secrets
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class SearchRecord:
     status: str = "running"
     """'running' until the driver ends the search, then 'finished', or 'failed' / 'interrupted'
     (Ctrl-C), both still resumable."""
+    reason: str = ""
+    """Why a 'failed' search stopped (the error, in one line); empty otherwise."""
 
 
 def storage_uri(storage_path: str) -> str:
@@ -94,10 +97,34 @@ def read_record(storage_path: str, experiment: str) -> SearchRecord | None:
         raise ResumeError(f"{record_uri(storage_path, experiment)}: not a gantune search record ({exc})") from exc
 
 
-def mark(storage_path: str, record: SearchRecord, status: str) -> SearchRecord:
-    updated = replace(record, status=status)
+def mark(storage_path: str, record: SearchRecord, status: str, reason: str = "") -> SearchRecord:
+    updated = replace(record, status=status, reason=reason)
     write_record(storage_path, updated)
     return updated
+
+
+class StorageError(ResumeError):
+    """A --storage-path the search cannot write to (Tune's results and the search record live
+    there); the message names it."""
+
+
+def check_writable(storage_path: str) -> None:
+    """Create the storage folder and write and remove a probe file in it, or raise StorageError:
+    called before the parent run exists, so a bad path leaves nothing behind."""
+    probe = posixpath.join(
+        storage_uri(storage_path), f".gantune-write-probe-{secrets.token_hex(6)}"
+    )  # unique: searches share paths
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(probe)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(b"ok")
+        fs.delete_file(path)
+    except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses, ValueError for a bad URI
+        raise StorageError(
+            f"--storage-path {storage_path}: cannot write there ({str(exc).strip().splitlines()[0]}); "
+            "pass a writable folder or an s3:// URI"
+        ) from exc
 
 
 def record_to_resume(storage_path: str, experiment: str, resolved: dict, tracking_uri: str) -> SearchRecord:

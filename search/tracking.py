@@ -17,6 +17,8 @@ from .leaderboard import gan_cache_totals
 
 DEFAULT_TRACKING_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
+FAILURE_TAG = "gantune.failure_reason"
+"""Why a run ended FAILED (trial runs and search parent runs alike)."""
 
 
 def default_tracking_uri(workdir: str | os.PathLike = ".") -> str:
@@ -91,13 +93,30 @@ def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, r
         experiment_id,
         tags={"gantune.role": "search", "mlflow.runName": run_name or f"search-{resolved['name']}"},
     )
-    client.log_dict(run.info.run_id, resolved, "config/resolved_space.json")
-    flat = {f"fixed.{k}": str(v) for k, v in resolved["fixed"].items()}
-    flat.update({f"searched.{k}": str(v) for k, v in resolved["searched"].items()})
-    flat.update({f"options.{k}": str(v) for k, v in resolved.get("options", {}).items()})  # SearchOptions
-    for key, value in flat.items():
-        client.log_param(run.info.run_id, key[:250], value[:6000])
+    try:
+        client.log_dict(run.info.run_id, resolved, "config/resolved_space.json")
+        flat = {f"fixed.{k}": str(v) for k, v in resolved["fixed"].items()}
+        flat.update({f"searched.{k}": str(v) for k, v in resolved["searched"].items()})
+        flat.update({f"options.{k}": str(v) for k, v in resolved.get("options", {}).items()})  # SearchOptions
+        for key, value in flat.items():
+            client.log_param(run.info.run_id, key[:250], value[:6000])
+    except Exception as exc:  # e.g. an unwritable artifact store: never leave the run RUNNING
+        close_failed(client, run.info.run_id, failure_text(exc))
+        raise
     return run.info.run_id
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception as one line for a tag or a message: its type and its first line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def close_failed(client: MlflowClient, run_id: str, reason: str) -> None:
+    """End `run_id` FAILED with `reason` as its gantune.failure_reason tag. Touches only the
+    tracking database (no artifact), so it works when the artifact store is what failed."""
+    client.set_tag(run_id, FAILURE_TAG, reason)
+    client.set_terminated(run_id, status="FAILED")
 
 
 def log_dataset(client: MlflowClient, run_id: str, data, skipped_files) -> None:
@@ -131,10 +150,24 @@ def log_trial_deltas(
 
 
 def finish_parent_run(
-    client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str
+    client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str, status: str, reason: str = ""
 ) -> None:
     """Leaderboard artifacts, best-trial metrics and tags; then end the run with `status`
-    (FINISHED, FAILED, or KILLED for a search interrupted with Ctrl-C)."""
+    (FINISHED, FAILED, or KILLED for a search interrupted with Ctrl-C). A FAILED search keeps
+    `reason` as a tag; when the leaderboard cannot be written (the artifact store went away) the
+    run still ends, FAILED, with that as its reason, and the error is raised afterwards."""
+    try:
+        log_leaderboard(client, run_id, rows, metric, table)
+    except Exception as exc:
+        close_failed(client, run_id, reason or f"cannot write the leaderboard: {failure_text(exc)}")
+        raise
+    if status == "FAILED":
+        close_failed(client, run_id, reason or "the search stopped on an error")
+    else:
+        client.set_terminated(run_id, status=status)
+
+
+def log_leaderboard(client: MlflowClient, run_id: str, rows: list[dict], metric: str, table: str) -> None:
     import csv
     import io
 
@@ -154,4 +187,3 @@ def finish_parent_run(
         for key, value in best.items():
             if key.startswith(f"delta_{metric}_vs_") and not math.isnan(value):
                 client.log_metric(run_id, f"best_{key}", value)
-    client.set_terminated(run_id, status=status)

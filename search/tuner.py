@@ -5,6 +5,8 @@ search/progress.py."""
 
 from __future__ import annotations
 
+import sys
+
 import optuna
 import ray
 from mlflow.tracking import MlflowClient
@@ -74,8 +76,17 @@ class ClusterError(RuntimeError):
 
 
 def init_ray(options: SearchOptions, num_cpus: int | None = None) -> None:
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        join_ray(options, num_cpus)
+    from .resources import trial_unfit
+
+    # Ray only warns, every minute and forever, about a trial no node can place: refuse it here,
+    # before the parent run exists.
+    if reason := trial_unfit(options.cpus_per_trial, options.gpus_per_trial):
+        raise ClusterError(reason)
+
+
+def join_ray(options: SearchOptions, num_cpus: int | None) -> None:
     if options.address:
         try:
             ray.init(address=options.address, log_to_driver=options.verbose > 0)
@@ -106,7 +117,10 @@ def run_search(
     client = MlflowClient(options.tracking_uri)
     record = open_search(client, resolved, options, earlier)
     experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
-    tracking.log_dataset(client, parent_run_id, data, skipped_files)
+    try:
+        tracking.log_dataset(client, parent_run_id, data, skipped_files)
+    except Exception as exc:  # the artifact store refused the first write of the search
+        raise stopped(client, options, record, exc) from exc
     settings = StudySettings(
         fixed=space.fixed,
         data=data,
@@ -122,7 +136,6 @@ def run_search(
         gan_cache=cache_location(options.storage_path, options.gan_cache, options.no_gan_cache),
         keep_artifacts=options.keep_artifacts,
     )
-    failed, interrupted = True, False
     try:
         tuner = (
             restore_tuner(settings, options, record)
@@ -130,18 +143,19 @@ def run_search(
             else make_tuner(space, settings, options, record)
         )
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
-        failed, interrupted = False, callbacks.INTERRUPTED.is_set()
+        interrupted = callbacks.INTERRUPTED.is_set()
         if options.optuna_storage and not interrupted:
             fail_stale_optuna_trials(options.optuna_storage, record.tune_name)
-    finally:
         rows = []
-        if not (failed or interrupted):  # an interrupted search's leaderboard waits for --resume
+        if not interrupted:  # an interrupted search's leaderboard waits for --resume
             rows = leaderboard_rows(results, space)
             tracking.log_trial_deltas(client, experiment_id, parent_run_id, rows, space.search.metric)
-        status = "FAILED" if failed else "KILLED" if interrupted else "FINISHED"
+        status = "KILLED" if interrupted else "FINISHED"
         table = format_table(rows, leaderboard_columns(space)) if rows else ""
         tracking.finish_parent_run(client, parent_run_id, rows, space.search.metric, table, status)
-        resume.mark(options.storage_path, record, "failed" if failed else "interrupted" if interrupted else "finished")
+        resume.mark(options.storage_path, record, "interrupted" if interrupted else "finished")
+    except Exception as exc:  # Tune, MLflow or the storage failed: close the search, say why
+        raise stopped(client, options, record, exc) from exc
     if interrupted:
         raise SearchInterrupted(parent_run_id)
     if rows:
@@ -150,23 +164,79 @@ def run_search(
     return rows, parent_run_id
 
 
+class SearchFailed(RuntimeError):
+    """A search stopped by an error outside its trials (an unwritable artifact store or storage
+    path, a Tune error): its parent run is FAILED with the reason as a tag, and its record says
+    'failed' with the reason, so `--resume` can continue it once the cause is fixed."""
+
+
+def stopped(client: MlflowClient, options: SearchOptions, record: SearchRecord, exc: BaseException) -> SearchFailed:
+    """Close the search as FAILED after `exc` (each step on its own: the store that failed may be
+    the one a step needs) and the error to show instead of a traceback."""
+    reason = tracking.failure_text(exc)
+    notes = []
+    try:
+        tracking.close_failed(client, record.parent_run_id, reason)
+    except Exception as again:  # noqa: BLE001 - the tracking server itself is gone
+        notes.append(f"the parent run could not be closed ({tracking.failure_text(again)})")
+    try:
+        resume.mark(options.storage_path, record, "failed", reason)
+    except Exception as again:  # noqa: BLE001 - the storage path is gone
+        notes.append(f"the search record could not be updated ({tracking.failure_text(again)})")
+    closed = "; ".join(notes) or f"parent run {record.parent_run_id} is FAILED with that reason"
+    return SearchFailed(
+        f"the search stopped: {reason}\n  {closed}. Fix the cause, then continue it with the same command and --resume"
+    )
+
+
+def warn_if_unfinished(options: SearchOptions) -> None:
+    """A new search replaces the experiment's record: say so when the one it replaces never ended
+    (a killed driver), since that search then cannot be resumed and its runs stay RUNNING. Its
+    runs are not swept here: a record cannot tell a killed driver from one still running."""
+    try:
+        last = resume.read_record(options.storage_path, options.experiment)
+    except (resume.ResumeError, OSError):
+        return
+    if last is None or last.status != "running":
+        return
+    print(
+        f"gantune: warning: the last search of '{options.experiment}' (parent run {last.parent_run_id}) never ended: "
+        "its driver was killed, or it still runs elsewhere. This new search replaces its record "
+        f"({resume.record_uri(options.storage_path, options.experiment)}), so it cannot be resumed afterwards and its "
+        "RUNNING runs stay RUNNING. To continue it instead, stop now (Ctrl-C) and rerun the same command "
+        "with --resume, which closes or sweeps its runs.",
+        file=sys.stderr, flush=True,
+    )
+
+
 def open_search(
     client: MlflowClient, resolved: dict, options: SearchOptions, earlier: SearchRecord | None
 ) -> SearchRecord:
     """The record of a new search (parent run created, `resolved` logged on it), or `earlier`,
-    the search `--resume` continues (its parent run reopened)."""
+    the search `--resume` continues (its parent run reopened). A new search's storage path is
+    tried first, so an unwritable one leaves no run behind."""
     if earlier is not None:
         client.update_run(earlier.parent_run_id, status="RUNNING")
         return earlier
+    resume.check_writable(options.storage_path)
+    warn_if_unfinished(options)
     experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
     tracking.set_runs_view(client, experiment_id, resolved)  # the columns of this search's space
-    parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
+    try:
+        # start_parent_run closes its run FAILED on an error, with the reason
+        parent_run_id = tracking.start_parent_run(client, experiment_id, resolved)
+    except Exception as exc:
+        raise SearchFailed(f"the search could not start: {tracking.failure_text(exc)} (the tracking store's artifact "
+                           "location must be writable; its parent run is FAILED with that reason)") from exc
     record = SearchRecord(
         experiment=options.experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
         tune_name=resume.tune_name(options.experiment, parent_run_id), tracking_uri=options.tracking_uri,
         resolved=resolved,
     )
-    resume.write_record(options.storage_path, record)
+    try:
+        resume.write_record(options.storage_path, record)
+    except Exception as exc:
+        raise stopped(client, options, record, exc) from exc
     return record
 
 
@@ -216,11 +286,7 @@ def search_to_resume(options: SearchOptions, resolved: dict) -> SearchRecord | N
         return None
     if options.resume == "auto":
         last = resume.read_record(options.storage_path, options.experiment)
-        if (
-            last is None
-            or last.status == "finished"
-            or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last))
-        ):
+        if last is None or last.status == "finished" or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last)):
             return None
     return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
 

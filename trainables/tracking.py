@@ -164,5 +164,8 @@ class TrialRun:
         kind = "diverged" if isinstance(exc, DivergedError) else type(exc).__name__
         reason = f"{kind}: {exc}"[:5000]
         self.client.set_tag(self.run_id, "gantune.failure_reason", reason)
-        self.client.log_text(self.run_id, traceback.format_exc(), "failure.txt")
+        try:
+            self.client.log_text(self.run_id, traceback.format_exc(), "failure.txt")
+        except Exception:  # noqa: BLE001 - the artifact store may be what failed; the tag keeps the reason
+            pass
         self.client.set_terminated(self.run_id, status="FAILED")
