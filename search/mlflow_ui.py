@@ -25,7 +25,8 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 # experiment's gantune view once per browser tab (sessionStorage), if the experiment has one: the
 # UI's default columns are Source / Models / Dataset only, no metric. MLflow's own redirect from
 # #/experiments/<id> to its runs tab drops unknown parameters, so this waits for the runs URL
-# (polled: the hash router navigates with pushState, which fires no hashchange).
+# (polled: the hash router navigates with pushState, which fires no hashchange), and replaces
+# the search parameters the UI has added by then: the UI ignores a view next to any of them.
 DEFAULT_MODE_SCRIPT = r"""<script>(function(){
 var W=%(workflow)r,T=%(tag)r,K=%(key)r;
 try{if(!localStorage.getItem(W))localStorage.setItem(W,JSON.stringify('machine_learning'))}catch(e){}
@@ -35,7 +36,7 @@ var done='gantune.view.'+m[1];try{if(sessionStorage.getItem(done))return;session
 fetch('ajax-api/2.0/mlflow/experiments/get?experiment_id='+m[1],{credentials:'same-origin'}).then(function(r){return r.json()})
 .then(function(j){var tags=(j.experiment&&j.experiment.tags)||[];
 if(!tags.some(function(t){return t.key===T}))return;
-location.replace(location.hash.indexOf('?')>=0?location.href+'&viewStateShareKey='+K:location.href+'?viewStateShareKey='+K)}).catch(function(){})}
+location.replace(location.href.split('#')[0]+'#/experiments/'+m[1]+'/runs?workflowType=machine_learning&viewStateShareKey='+K)}).catch(function(){})}
 setInterval(view,500);view()})()</script>""" % {
     "workflow": WORKFLOW_KEY,
     "tag": VIEW_TAG,
