@@ -96,7 +96,7 @@ def naive_dcgan(cfg: GANConfig, dataset: Dataset, *, steps: int, seed: int, devi
             batches = iter(loader)
             real = next(batches)
         real = real.to(device)
-        loss_d, loss_g = dcgan_step(generator, discriminator, opt_g, opt_d, real, latent(len(real), rng, device))
+        loss_d, loss_g, _ = dcgan_step(generator, discriminator, opt_g, opt_d, real, latent(len(real), rng, device))
         losses.append((loss_d.item(), loss_g.item()))  # the papers log every step
     return generator, discriminator, losses
 

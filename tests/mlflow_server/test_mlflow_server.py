@@ -58,7 +58,8 @@ def test_defaults_are_sqlite_and_local_artifacts_in_workdir_on_loopback(tmp_path
     assert opts["--backend-store-uri"] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert opts["--artifacts-destination"] == str(tmp_path.resolve() / "mlartifacts")
     assert "--serve-artifacts" in cmd
-    assert "--app-name" not in cmd and "--allowed-hosts" not in cmd
+    assert "--allowed-hosts" not in cmd
+    assert opts["--app-name"] == "gantune"  # the UI app that opens on model-training runs (no auth by default)
 
 
 def test_cli_flags_map_to_mlflow_options(tmp_path):
