@@ -286,7 +286,8 @@ def search_to_resume(options: SearchOptions, resolved: dict) -> SearchRecord | N
         return None
     if options.resume == "auto":
         last = resume.read_record(options.storage_path, options.experiment)
-        if last is None or last.status == "finished" or not tune.Tuner.can_restore(resume.tune_path(options.storage_path, last)):
+        restorable = last is not None and tune.Tuner.can_restore(resume.tune_path(options.storage_path, last))
+        if last is None or last.status == "finished" or not restorable:
             return None
     return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
 

@@ -109,7 +109,8 @@ def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_t
 
     def runs_table_columns(driver):
         headers = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, ".ag-header-cell")}
-        return headers if f"/experiments/{served_search.experiment_id}/runs" in driver.current_url and "val_auc" in headers else None
+        on_runs = f"/experiments/{served_search.experiment_id}/runs" in driver.current_url
+        return headers if on_runs and "val_auc" in headers else None
 
     headers = wait_for(browser, runs_table_columns, "the experiment's runs table with a val_auc column")
     assert "workflowType=genai" not in browser.current_url

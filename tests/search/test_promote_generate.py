@@ -320,7 +320,8 @@ def test_generate_refuses_a_non_empty_out_and_overwrite_replaces_only_its_own_ou
 
 
 def test_version():
-    proc = subprocess.run([sys.executable, "-m", "gantune.search.cli", "--version"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "gantune.search.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
     from gantune import __version__
 
     assert proc.returncode == 0 and proc.stdout.strip() == f"gantune {__version__}"
