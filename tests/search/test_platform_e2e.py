@@ -204,7 +204,7 @@ def test_two_node_cluster_search_with_a_diverging_trial(sandbox):
     wait_for_nodes(env, address, 2)
 
     proc = subprocess.run(
-        gantune("search", DEMO, "--address", address, "--smoke-test", "--set", "gan.lr=1e30",
+        gantune("search", DEMO, "--address", address, "--smoke-test", "--set", "gan.lr=1.0e+30",
                 "--experiment", "cluster", "--max-concurrent", "2", "--quiet"),
         cwd=workdir, env=env, capture_output=True, text=True, timeout=400,
     )
