@@ -84,10 +84,13 @@ class CacheStats:
     train_seconds: float = 0.0
     """Seconds spent training GANs that were not in the cache."""
 
-    def add(self, other: CacheStats) -> None:
-        self.hits += other.hits
-        self.misses += other.misses
-        self.train_seconds += other.train_seconds
+    def train(self, fit: Callable[[], TrainedGAN]) -> TrainedGAN:
+        """Run `fit` as a miss: counted, and its seconds added to train_seconds."""
+        start = time.monotonic()
+        gan = fit()
+        self.train_seconds += time.monotonic() - start
+        self.misses += 1
+        return gan
 
     def as_metrics(self) -> dict[str, float]:
         return {"gan_cache_hits": self.hits, "gan_cache_misses": self.misses, "gan_train_seconds": self.train_seconds}
@@ -145,10 +148,7 @@ class GeneratorCache:
         if gan is not None:
             stats.hits += 1
             return gan
-        start = time.monotonic()
-        gan = train()
-        stats.train_seconds += time.monotonic() - start
-        stats.misses += 1
+        gan = stats.train(train)
         self.put(key, gan)
         return gan
 
@@ -193,9 +193,5 @@ def cached_fit(cache: GeneratorCache | None, stats: CacheStats, fit: Callable[[]
                labels: torch.Tensor | None = None) -> TrainedGAN:
     """`fit()` through the cache when there is one; without it every call trains (a miss)."""
     if cache is None:
-        start = time.monotonic()
-        gan = fit()
-        stats.train_seconds += time.monotonic() - start
-        stats.misses += 1
-        return gan
+        return stats.train(fit)
     return cache.get_or_train(gan_key(cfg, images, seed, label, labels), fit, device, stats)
