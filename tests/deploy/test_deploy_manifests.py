@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 IMAGE = f"gantune:{PYPROJECT['project']['version']}"
+# Docker Hub has no library/gantune: manifests that nodes pull from name a registry (a placeholder).
+PULLED_IMAGE = f"registry.example.org/{IMAGE}"
+# The Dockerfile's WORKDIR: where the image holds the repository's spaces/ and data/.
+IMAGE_WORKDIR = "/opt/gantune"
 MANIFESTS = sorted(DEPLOY.rglob("*.yaml"))
 
 
@@ -36,7 +40,8 @@ def assert_is_cli_command(argv: list[str], where: str) -> None:
     except SystemExit as e:
         pytest.fail(f"{where}: `{shlex.join(argv)}` is rejected by gantune's CLI parser (exit {e.code})")
     if argv[1] == "search":
-        assert (ROOT / args.space).is_file(), f"{where}: space file {args.space} is not in the repository"
+        space = args.space.removeprefix(IMAGE_WORKDIR + "/")  # a path inside the image
+        assert (ROOT / space).is_file(), f"{where}: space file {args.space} is not in the repository"
 
 
 def readme_shell_lines() -> list[str]:
@@ -67,7 +72,8 @@ def test_every_yaml_parses_into_mappings(path):
 
 def test_the_expected_manifests_exist():
     names = {str(p.relative_to(DEPLOY)) for p in MANIFESTS}
-    assert {"compose.yaml", "ray-cluster.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"} <= names
+    assert {"compose.yaml", "ray-cluster.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml",
+            "k8s/postgres.yaml", "k8s/minio.yaml", "k8s/mlflow.yaml"} <= names  # fmt: skip
 
 
 # --- KubeRay ---
@@ -81,7 +87,7 @@ def test_raycluster_has_a_cpu_head_and_a_gpu_worker_group():
     head = spec["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"
     (head_container,) = head["template"]["spec"]["containers"]
-    assert head_container["image"] == IMAGE
+    assert head_container["image"] == PULLED_IMAGE
     assert {p["containerPort"] for p in head_container["ports"]} >= {6379, 8265, 10001}
     env = {e["name"]: e["value"] for e in head_container["env"]}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://")
@@ -89,19 +95,24 @@ def test_raycluster_has_a_cpu_head_and_a_gpu_worker_group():
     (group,) = spec["workerGroupSpecs"]
     assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
     (worker,) = group["template"]["spec"]["containers"]
-    assert worker["image"] == IMAGE
+    assert worker["image"] == PULLED_IMAGE
     assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert worker["env"] == head_container["env"] and worker["envFrom"] == head_container["envFrom"]
 
 
-def test_rayjob_runs_a_gantune_search_on_the_raycluster():
+def test_rayjob_runs_a_resumable_gantune_search_on_a_cluster_like_raycluster_yaml():
+    """A retry (backoffLimit > 0) re-runs the entrypoint on a new cluster: `--resume auto` with
+    Tune's state on S3 makes that a resume, not a new search."""
     job = load("kuberay/rayjob.yaml")
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
-    assert job["spec"]["clusterSelector"]["ray.io/cluster"] == load("kuberay/raycluster.yaml")["metadata"]["name"]
+    assert job["spec"]["rayClusterSpec"] == load("kuberay/raycluster.yaml")["spec"], "the two cluster specs drifted"
+    assert job["spec"]["backoffLimit"] > 0 and job["spec"]["shutdownAfterJobFinishes"] is True
     argv = shlex.split(job["spec"]["entrypoint"])
     assert_is_cli_command(argv, "kuberay/rayjob.yaml")
     args = build_parser().parse_args(argv[1:])
-    assert args.command == "search"
+    assert args.command == "search" and args.resume == "auto"
+    # The driver's cwd on the head is not the image's WORKDIR under HTTPMode: an absolute space.
+    assert args.space.startswith(IMAGE_WORKDIR + "/")
     assert args.address == "auto" and args.storage_path.startswith("s3://") and args.gpus_per_trial == 0.25
 
 
@@ -110,8 +121,7 @@ def test_rayjob_runs_a_gantune_search_on_the_raycluster():
 
 def test_cluster_launcher_config():
     cfg = load("ray-cluster.yaml")
-    # Docker Hub has no library/gantune: the image names a registry (a placeholder to replace).
-    assert cfg["docker"]["image"] == f"registry.example.org/{IMAGE}"
+    assert cfg["docker"]["image"] == PULLED_IMAGE
     assert cfg["provider"]["type"]
     types = cfg["available_node_types"]
     assert cfg["head_node_type"] in types
@@ -215,6 +225,11 @@ def test_readme_documents_ray_job_submit_for_the_cluster_case():
     assert args.tracking_uri.startswith("http")
 
 
+# AWS's public SSM parameter of the Deep Learning Base OSS Nvidia Driver GPU AMI (a driver for
+# CUDA 12.8), which EC2 resolves in RunInstances (`resolve:ssm:`), in every region.
+DLAMI_SSM = r"resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-2[24]\.04/"
+
+
 def test_cluster_launcher_config_is_valid_pins_an_ami_and_sets_up_nothing():
     """Against the schema the installed Ray validates `ray up` configs with; every node type pins
     its machine image (Ray's default AMI has CUDA 11.2); no setup commands, so Ray merges in none
@@ -227,7 +242,11 @@ def test_cluster_launcher_config_is_valid_pins_an_ami_and_sets_up_nothing():
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(cfg, schema)
     for name, node_type in cfg["available_node_types"].items():
-        assert node_type["node_config"].get("ImageId"), f"ray-cluster.yaml: node type {name} has no pinned ImageId"
+        image_id = node_type["node_config"].get("ImageId", "")
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", image_id) or re.match(DLAMI_SSM, image_id), (
+            f"ray-cluster.yaml: node type {name}: ImageId {image_id!r} is neither an AMI id nor AWS's "
+            "parameter of a current NVIDIA-driver DLAMI"
+        )
     assert cfg["setup_commands"] == cfg["head_setup_commands"] == cfg["worker_setup_commands"] == []
 
 
