@@ -11,7 +11,7 @@ import optuna
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -55,12 +55,37 @@ def make_scheduler(space: Space):
     folds = TrialConfig.from_flat(space.fixed).data.total_folds  # one report per fold, over all repeats
     if settings.scheduler == "fifo" or folds < 2:
         return FIFOScheduler()
-    return ASHAScheduler(
+    return BaselineKeepingASHA(
+        space.fixed,
         time_attr="training_iteration",  # one iteration = one fold
         max_t=folds,
         grace_period=min(settings.grace_period, folds),
         reduction_factor=settings.reduction_factor,
     )
+
+
+class BaselineKeepingASHA(ASHAScheduler):
+    """ASHA that never stops a baseline (a trial adding no synthetic image) before its last fold.
+
+    The leaderboard, `evaluate` and the promotion gate compare every GAN trial with the baselines;
+    a baseline stopped after one fold would be compared on one fold (about a fifth of the data)
+    against trials measured on all of them. Baselines still enter the rungs, so they raise the bar
+    the GAN trials must clear; they just always run to the end."""
+
+    def __init__(self, fixed: dict, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._fixed = dict(fixed)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        unfinished = result.get(self._time_attr, 0) < self._max_t
+        if action == TrialScheduler.STOP and unfinished and self.is_baseline(trial.config):
+            self._num_stopped -= 1  # counted as stopped by ASHA's bookkeeping; it goes on
+            return TrialScheduler.CONTINUE
+        return action
+
+    def is_baseline(self, config: dict) -> bool:
+        return TrialConfig.from_flat({**self._fixed, **config}).baseline_name() is not None
 
 
 class SearchInterrupted(Exception):
