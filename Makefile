@@ -12,12 +12,13 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# torch first and on its own, so nothing later pulls a multi-GB CUDA build. PYTHONWARNINGS hides
+# setuptools' boxed "Editable installation." notice (information only, printed on every install).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and on its own, so nothing later pulls a multi-GB CUDA build
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

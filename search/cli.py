@@ -73,8 +73,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="print the resolved configuration and exit without starting Ray"
     )
     add_option(p, "quiet")
-    p.add_argument("--verbose", action="store_true",
-                   help="print the whole resolved configuration as JSON (as --dry-run does), not just its summary")
+    add_option(p, "verbose")
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -467,13 +466,14 @@ def run_command(command: Command, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .logs import quiet_libraries
+
+    # First: building the parser imports the command's module, and MLflow reads its level on import.
+    quiet_libraries(verbose="--verbose" in argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)  # the command comes first
     parser = build_parser(load=(chosen,) if chosen in COMMANDS else ())
     args = parser.parse_args(argv)
     args.argv = argv  # to print a command to run again
-    if not sys.stderr.isatty():
-        # Logs get the commands' own lines, not MLflow's download bars (ours turn off alike).
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return run_command(COMMANDS[args.command], args)
     except UserError as exc:

@@ -48,6 +48,9 @@ class SearchOptions:
     early keeps none) or 'all' (logged at every fold, so stopped trials keep their last one)."""
     quiet: bool = False
     """No live progress view, one line per finished trial (for CI logs)."""
+    verbose: bool = False
+    """Also print Ray's, MLflow's and Optuna's INFO logs, the trial processes' output and the whole resolved
+    configuration as JSON (as --dry-run does)."""
 
     def __post_init__(self) -> None:
         if self.max_failures is None:
@@ -56,8 +59,8 @@ class SearchOptions:
             object.__setattr__(self, "max_failures", CLUSTER_MAX_FAILURES if self.address else 1)
 
     @property
-    def verbose(self) -> int:
-        """Tune's verbosity: 0 for --quiet, else 1."""
+    def tune_verbosity(self) -> int:
+        """Tune's verbosity: 0 for --quiet, else 1 (the live view; --verbose adds library logs, not Tune's)."""
         return 0 if self.quiet else 1
 
     def to_dict(self) -> dict:

@@ -20,6 +20,7 @@ from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
 from . import callbacks, plots, preflight, resume, tracking
+from .logs import optuna_quiet, ray_logging_config
 from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
 from .options import SearchOptions
 from .progress import make_progress
@@ -114,7 +115,7 @@ def init_ray(options: SearchOptions, num_cpus: int | None = None) -> None:
 def join_ray(options: SearchOptions, num_cpus: int | None) -> None:
     if options.address:
         try:
-            ray.init(address=options.address, log_to_driver=options.verbose > 0)
+            ray.init(address=options.address, **ray_output(options))
         except ConnectionError as exc:
             raise ClusterError(
                 f"cannot join the Ray cluster at --address {options.address}: {exc}. Is `ray start --head` running "
@@ -123,7 +124,13 @@ def join_ray(options: SearchOptions, num_cpus: int | None) -> None:
             ) from exc
     else:
         # "local": always a fresh cluster, never one that a `ray start` on this machine left behind
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=options.verbose > 0)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **ray_output(options))
+
+
+def ray_output(options: SearchOptions) -> dict:
+    """ray.init's arguments for what Ray prints (search/logs.py): trial processes' output and
+    INFO lines only with --verbose."""
+    return {"log_to_driver": options.verbose, "logging_config": ray_logging_config(options.verbose)}
 
 
 def run_search(
@@ -272,7 +279,8 @@ def make_trainable(settings: StudySettings, options: SearchOptions):
 
 def make_tuner(space: Space, settings: StudySettings, options: SearchOptions, record: SearchRecord) -> tune.Tuner:
     callback_args = (options.tracking_uri, record.experiment_id, record.parent_run_id)
-    reporter, progress_callbacks = make_progress(space, quiet=options.verbose == 0)
+    reporter, progress_callbacks = make_progress(space, quiet=options.quiet)
+    optuna_quiet(options.verbose)  # OptunaSearch logs "A new study created" at INFO
     return tune.Tuner(
         make_trainable(settings, options),
         tune_config=tune.TuneConfig(
@@ -296,7 +304,7 @@ def make_tuner(space: Space, settings: StudySettings, options: SearchOptions, re
             # Pickled with the Tuner: a restored search closes and sweeps runs the same way.
             callbacks=[callbacks.CloseTrialRuns(*callback_args), callbacks.SweepTrialRuns(*callback_args),
                        callbacks.InterruptWatch(), *progress_callbacks],
-            verbose=options.verbose,
+            verbose=options.tune_verbosity,
             progress_reporter=reporter,
         ),
     )

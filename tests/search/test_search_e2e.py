@@ -2,6 +2,7 @@
 two trials. Asserts the MLflow structure that users and `gantune promote` rely on."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +14,55 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def smoke_search(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("search")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def run_smoke_search(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A smoke search in `workdir` with stdout and stderr piped (not a terminal), as in a CI log."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_LOGGING_LEVEL")}
     proc = subprocess.run(
         [sys.executable, "-m", "gantune.search.cli", "search", str(ROOT / "spaces" / "demo.yaml"),
-         "--smoke-test", "--num-samples", "2", "--experiment", "e2e", "--quiet"],
+         "--smoke-test", "--experiment", "e2e", *extra],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=540,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory):
+    """The default output (live view, no --quiet), as a newcomer's first search prints it."""
+    workdir = tmp_path_factory.mktemp("search")
+    proc = run_smoke_search(workdir, "--num-samples", "2")
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     return proc, client, client.get_experiment_by_name("e2e")
+
+
+ANSI = re.compile(r"\x1b\[")
+LIBRARY_INFO = {
+    "ray": re.compile(r"INFO \S+\.py:\d+ -- "),  # 2026-12-01 12:29:26,440	INFO worker.py:2038 -- Started ...
+    "mlflow": re.compile(r"INFO (mlflow|alembic)\."),  # 2026/12/01 12:29:27 INFO mlflow.store.db.utils: ...
+    "optuna": re.compile(r"^\[I \d{4}-\d\d-\d\d", re.M),  # [I 2026-12-01 12:29:32,562] A new study ...
+}
+CHECKPOINT_LINE = "Checkpoint successfully created"
+
+
+def test_output_in_a_log_has_no_colour_codes_checkpoint_lines_or_library_info(smoke_search):
+    proc, _, _ = smoke_search
+    for stream in (proc.stdout, proc.stderr):
+        assert not ANSI.search(stream), repr(stream[:2000])
+        assert CHECKPOINT_LINE not in stream
+        for library, pattern in LIBRARY_INFO.items():
+            assert not pattern.search(stream), f"{library} INFO line: {pattern.search(stream).group(0)!r}"
+        assert "(trainable pid=" not in stream  # trial processes' output stays in Ray's logs
+    assert '"searched": {' not in proc.stdout  # the space as its summary, not the JSON
+
+
+def test_verbose_brings_back_the_library_logs_and_the_whole_configuration(tmp_path):
+    proc = run_smoke_search(tmp_path, "--num-samples", "1", "--verbose")
+    out = proc.stdout + proc.stderr
+    assert '"searched": {' in proc.stdout
+    for library, pattern in LIBRARY_INFO.items():
+        assert pattern.search(out), f"no {library} INFO line with --verbose"
+    assert CHECKPOINT_LINE in out
+    assert not ANSI.search(out)  # still a log: Ray's forwarded lines stay uncoloured
 
 
 def artifact_paths(client, run_id, path=None):
