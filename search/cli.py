@@ -216,6 +216,16 @@ def check_tracking(tracking_uri: str) -> None:
         raise UserError(str(exc)) from exc
 
 
+def check_store(tracking_uri: str) -> None:
+    """For a command that reads a finished search: the store exists (a local one is not created
+    by looking into it) and a server answers."""
+    from .tracking import missing_store
+
+    if reason := missing_store(tracking_uri):
+        raise UserError(reason)
+    check_tracking(tracking_uri)
+
+
 def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
     from .leaderboard import format_table, gan_cache_line, leaderboard_columns
 
@@ -316,7 +326,7 @@ class Command:
     tracking: bool = False
     """Takes --tracking-uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db, resolved before main)."""
     check_tracking: bool = False
-    """Reads MLflow from the start: the tracking server must answer before main runs."""
+    """Reads a finished search: the store must exist (none is created) and a server answer before main runs."""
 
 
 def search_entry() -> Entry:
@@ -457,7 +467,7 @@ def run_command(command: Command, args) -> int:
 
         args.tracking_uri = args.tracking_uri or default_tracking_uri()
         if command.check_tracking:
-            check_tracking(args.tracking_uri)
+            check_store(args.tracking_uri)
     try:
         return entry.main(args)
     except entry.errors as exc:

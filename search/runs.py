@@ -37,11 +37,22 @@ def experiment_and_latest_search(client, experiment_name: str, error: type[Excep
     """(experiment, its latest finished search run), or `error` naming what is missing."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise error(f"no MLflow experiment named '{experiment_name}'")
+        raise error(experiment_not_found(client, experiment_name))
     search = latest_search(client, experiment.experiment_id)
     if search is None:
         raise error(f"experiment '{experiment_name}' has no finished search (tag gantune.role=search)")
     return experiment, search
+
+
+def experiment_not_found(client, experiment_name: str) -> str:
+    """'no experiment' naming the store looked in and the experiments it has (the usual cause: a
+    command run in another folder than the search, so on another default store)."""
+    from .tracking import PER_FOLDER_HINT
+
+    names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+    has = f"it has {', '.join(repr(n) for n in names)}" if names else "it has no experiments"
+    return (f"no MLflow experiment named '{experiment_name}' in {client.tracking_uri} ({has}); "
+            f"{PER_FOLDER_HINT}")
 
 
 def trial_runs(client, experiment_id: str, parent_run_id: str, extra_filter: str = "", order_by=None) -> list:

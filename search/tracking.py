@@ -29,6 +29,33 @@ def default_tracking_uri(workdir: str | os.PathLike = ".") -> str:
     return f"sqlite:///{Path(workdir).resolve() / DEFAULT_TRACKING_DB}"
 
 
+PER_FOLDER_HINT = (
+    "the default store is mlflow.db in the folder gantune runs from: run it in your search's folder, "
+    "or pass --tracking-uri (or set MLFLOW_TRACKING_URI) to your search's store"
+)
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file (sqlite:///) or folder (file: URI or plain path) of a local store; None for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urlparse(tracking_uri).path))
+    return None if "://" in tracking_uri else Path(tracking_uri)
+
+
+def missing_store(tracking_uri: str) -> str | None:
+    """Why a command that reads a finished search cannot use `tracking_uri` (a local store that does
+    not exist: MLflow would create an empty one), or None. Checked before MLflow opens it."""
+    path = local_store_path(tracking_uri)
+    if path is None or path.exists():
+        return None
+    return f"no MLflow store at {tracking_uri} ({path} does not exist; nothing was created); {PER_FOLDER_HINT}"
+
+
 def local_artifact_location(tracking_uri: str) -> str | None:
     """For a SQLite store, artifacts go next to the database file (absolute file URI); a tracking
     server decides for itself."""

@@ -1,0 +1,54 @@
+"""Commands that read a finished search never create a store: run in another folder (the default
+store is per folder) they say which store they looked in, and a wrong experiment name lists the
+experiments that store has."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gantune.search import cli
+
+READERS = [
+    ["promote", "--experiment", "demo"],
+    ["report", "--experiment", "demo"],
+    ["evaluate", "--experiment", "demo"],
+    ["generate", "models:/demo-generator@champion", "--num", "2", "--out", "synth"],
+]
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """An empty folder with no MLflow store, the default store (no MLFLOW_TRACKING_URI)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", READERS, ids=lambda a: a[0])
+def test_a_reader_in_another_folder_creates_no_store_and_names_the_one_it_looked_for(argv, elsewhere, capsys):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE
+    assert not (elsewhere / "mlflow.db").exists() and list(elsewhere.iterdir()) == []
+    assert f"no MLflow store at sqlite:///{elsewhere / 'mlflow.db'}" in err
+    assert "default store is mlflow.db in the folder gantune runs from" in err and "--tracking-uri" in err
+    assert "Traceback" not in err
+
+
+def test_a_missing_file_store_is_not_created_either(elsewhere, capsys):
+    code = cli.main(["report", "--experiment", "demo", "--tracking-uri", str(elsewhere / "mlruns")])
+    assert code == cli.EXIT_USAGE and not (elsewhere / "mlruns").exists()
+    assert f"no MLflow store at {elsewhere / 'mlruns'}" in capsys.readouterr().err
+
+
+def test_an_unknown_experiment_names_the_store_and_the_experiments_it_has(elsewhere, capsys):
+    uri = f"sqlite:///{elsewhere / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    for name in ("demo", "breastmnist"):
+        client.create_experiment(name)
+    code = cli.main(["report", "--experiment", "dmeo"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE
+    assert f"no MLflow experiment named 'dmeo' in {uri} (it has 'breastmnist', 'demo')" in err
+    assert "default store is mlflow.db in the folder gantune runs from" in err
