@@ -233,3 +233,22 @@ def test_every_service_selects_a_workload_and_its_named_ports(service):
     ports = {p["name"] for c in workloads[0].doc["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
     for port in service.doc["spec"]["ports"]:
         assert port["targetPort"] in ports, f"{service.name}: targetPort {port['targetPort']} is not a container port"
+
+
+@pytest.mark.postgres
+def test_a_store_uri_without_a_password_logs_in_with_pgpassword(postgres_db, monkeypatch):
+    """What k8s/mlflow.yaml and compose.yaml rely on to keep the database password off the
+    command line: the driver stack `gantune server` uses (SQLAlchemy, psycopg2 via
+    with_installed_postgres_driver, libpq) sends PGPASSWORD when the URI has no password."""
+    import sqlalchemy
+
+    from gantune.mlflow_server.server import with_installed_postgres_driver
+
+    assert urllib.parse.urlsplit(postgres_db).password is None
+    monkeypatch.setenv("PGPASSWORD", "from-the-environment")
+    engine = sqlalchemy.create_engine(with_installed_postgres_driver(postgres_db))
+    try:
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.info.password == "from-the-environment"
+    finally:
+        engine.dispose()
