@@ -217,9 +217,13 @@ def test_readme_commands_exist_in_the_cli():
 
 
 def test_readme_documents_ray_job_submit_for_the_cluster_case():
-    submits = [gantune_argv(line) for line in readme_shell_lines() if line.lstrip().startswith("ray job submit")]
+    lines = [line for line in readme_shell_lines() if line.lstrip().startswith("ray job submit")]
+    submits = [gantune_argv(line) for line in lines]
     assert submits and submits[0], "deploy/README.md: no `ray job submit ... -- gantune search` example"
+    # The space files and data travel with the job from the submitting folder.
+    assert "--working-dir ." in lines[0].split(" -- ")[0], lines[0]
     args = build_parser().parse_args(submits[0][1:])
+    assert args.resume == "auto", "the documented command must be safe to re-run (a retry resumes)"
     assert args.command == "search" and args.address
     assert args.storage_path.startswith("s3://") and args.gpus_per_trial == 0.25
     assert args.tracking_uri.startswith("http")
