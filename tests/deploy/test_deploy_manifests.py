@@ -259,6 +259,8 @@ def test_the_image_can_be_a_cluster_launcher_head_and_a_ray_node():
     `ray job submit` and KubeRay's probes need ray[default] (the dashboard and agent)."""
     installs = " ".join(line for line in dockerfile_lines() if "apt-get install" in line)
     assert "openssh-client" in installs.split() and "rsync" in installs.split()
+    # The autoscaler's AWS node provider (on the head, in the container) launches EC2 workers with boto3.
+    assert any(line.startswith("RUN pip install .") and "boto3" in line for line in dockerfile_lines())
     (ray_req,) = [d for d in PYPROJECT["project"]["dependencies"] if d.startswith("ray[")]
     extras = set(ray_req.split("[")[1].split("]")[0].split(","))
     assert {"default", "tune", "client"} <= extras
