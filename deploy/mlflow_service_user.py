@@ -17,7 +17,6 @@ nothing else. Exit 0 when the account logs in, 2 with a message naming the varia
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import urllib.request
 REQUIRED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
             "GANTUNE_SERVICE_USER", "GANTUNE_SERVICE_PASSWORD")  # fmt: skip
 WAIT_ENV = "GANTUNE_WAIT_FOR_SERVER_SECONDS"
-SEARCH_API = "/api/2.0/mlflow/experiments/search?max_results=1"
+SEARCH_API = "/api/2.0/mlflow/experiments/search"
 
 
 class SetupError(RuntimeError):
@@ -70,25 +69,29 @@ def wait_for_health(uri: str, seconds: float) -> None:
             time.sleep(2)
 
 
-def login_status(uri: str, user: str, password: str) -> int:
-    req = urllib.request.Request(uri.rstrip("/") + SEARCH_API)
-    req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
+def can_log_in(uri: str, user: str, password: str) -> bool:
+    """One authenticated read as `user` (not the environment's login)."""
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    creds = MlflowHostCreds(uri, username=user, password=password)
+    resp = http_request(creds, SEARCH_API, "GET", max_retries=0, timeout=10, raise_on_status=False,
+                        params={"max_results": 1})  # fmt: skip
+    return resp.status_code == 200
 
 
 def ensure_service_user(settings: dict[str, str]) -> str:
     """Create the account, or reset its password and admin flag; returns what was done."""
-    from mlflow.exceptions import RestException
+    from mlflow.exceptions import MlflowException, RestException
     from mlflow.server.auth.client import AuthServiceClient
+
+    from gantune.mlflow_server.server import TrackingUnreachableError, check_tracking_login
 
     uri, user, password = (settings[k] for k in ("MLFLOW_TRACKING_URI", "GANTUNE_SERVICE_USER",
                                                    "GANTUNE_SERVICE_PASSWORD"))  # fmt: skip
-    if login_status(uri, settings["MLFLOW_TRACKING_USERNAME"], settings["MLFLOW_TRACKING_PASSWORD"]) != 200:
-        raise SetupError(f"{uri} refuses the admin login MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+    try:
+        check_tracking_login(uri)  # the admin, from MLFLOW_TRACKING_USERNAME/PASSWORD
+    except TrackingUnreachableError as e:
+        raise SetupError(f"the admin login: {e}") from e
     client = AuthServiceClient(uri)  # authenticates with MLFLOW_TRACKING_USERNAME/PASSWORD
     try:
         try:
@@ -102,9 +105,9 @@ def ensure_service_user(settings: dict[str, str]) -> str:
         if client.get_user(user).is_admin:
             client.update_user_admin(user, False)
             done += "; admin rights removed"
-    except RestException as e:
+    except MlflowException as e:  # RestException, or a refusal without a JSON body
         raise SetupError(f"MLflow refused to set up {user!r}: {e.message}") from e
-    if login_status(uri, user, password) != 200:
+    if not can_log_in(uri, user, password):
         raise SetupError(f"{user!r} was set up but cannot log in to {uri}")
     return done
 

@@ -116,7 +116,7 @@ def test_a_rerun_applies_the_new_password_and_takes_back_admin_rights(server, mo
         ({"GANTUNE_SERVICE_USER": ADMIN}, "must not be the admin"),
         ({"GANTUNE_SERVICE_PASSWORD": "short"}, "GANTUNE_SERVICE_PASSWORD needs 12+ characters"),
         ({"GANTUNE_SERVICE_PASSWORD": "change-me-service-account"}, "placeholder"),
-        ({"MLFLOW_TRACKING_PASSWORD": "Wrong-admin-pass-1"}, "refuses the admin login"),
+        ({"MLFLOW_TRACKING_PASSWORD": "Wrong-admin-pass-1"}, "the admin login: MLflow tracking server at"),
     ],
 )
 def test_bad_settings_exit_2_naming_what_to_fix(server, overrides, message):
