@@ -17,30 +17,42 @@ APP_NAME = "gantune"
 """The `mlflow.app` entry point name (pyproject.toml): `mlflow ui --app-name gantune`."""
 WORKFLOW_KEY = "mlflow.workflowType_v1"
 """The UI's localStorage key for the mode (`${key}_v${version}` with key mlflow.workflowType, version 1)."""
+ASSISTANT_KEY = "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"
+"""The UI opens its assistant panel over a third of the page once per profile, on a local server,
+unless this localStorage key says it already did; the sidebar button still opens it."""
 VIEW_KEY = "gantune"
 """The experiment's shared runs view (tag `mlflow.sharedViewState.gantune`, search/tracking.py
 set_runs_view): the columns a person compares trials by."""
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-# 1. The mode default (above). 2. A runs page opened without a view of its own gets the
-# experiment's gantune view once per browser tab (sessionStorage), if the experiment has one: the
-# UI's default columns are Source / Models / Dataset only, no metric. MLflow's own redirect from
-# #/experiments/<id> to its runs tab drops unknown parameters, so this waits for the runs URL
-# (polled: the hash router navigates with pushState, which fires no hashchange), and replaces
-# the search parameters the UI has added by then: the UI ignores a view next to any of them.
+STATE_KEY = ('MLflowLocalStorage-1.1-ExperimentPage-["', '"]-ReactComponentState')
+"""Prefix and suffix of the localStorage key that holds a person's runs table of one experiment
+(columns, sort, expanded rows), around the experiment id."""
+# 1. The mode default (above), and the assistant's first opening marked done (above): open, it
+# narrows the runs table so far that its last columns scroll out of view. 2. A person's runs
+# table of an experiment starts as the experiment's gantune view, when they have none of their own
+# yet: the UI's default columns are Source / Models / Dataset only, no metric. The UI reads that
+# state from localStorage when it opens the experiment, however it got there (a click, a typed or
+# bookmarked URL), so the script answers that read: a missing state is fetched from the
+# experiment's tag (synchronously: the UI needs the answer now) and stored, and from then on it
+# is the person's own, changed and kept by the UI as usual.
 DEFAULT_MODE_SCRIPT = r"""<script>(function(){
-var W=%(workflow)r,T=%(tag)r,K=%(key)r;
-try{if(!localStorage.getItem(W))localStorage.setItem(W,JSON.stringify('machine_learning'))}catch(e){}
-function view(){var m=location.hash.match(/^#\/experiments\/(\d+)\/runs(\?.*)?$/);
-if(!m||(m[2]||'').indexOf('viewStateShareKey=')>=0)return;
-var done='gantune.view.'+m[1];try{if(sessionStorage.getItem(done))return;sessionStorage.setItem(done,'1')}catch(e){return}
-fetch('ajax-api/2.0/mlflow/experiments/get?experiment_id='+m[1],{credentials:'same-origin'}).then(function(r){return r.json()})
-.then(function(j){var tags=(j.experiment&&j.experiment.tags)||[];
-if(!tags.some(function(t){return t.key===T}))return;
-location.replace(location.href.split('#')[0]+'#/experiments/'+m[1]+'/runs?workflowType=machine_learning&viewStateShareKey='+K)}).catch(function(){})}
-setInterval(view,500);view()})()</script>""" % {
+var W=%(workflow)r,A=%(assistant)r,T=%(tag)r,P=%(prefix)r,S=%(suffix)r,none={};
+try{if(!localStorage.getItem(W))localStorage.setItem(W,JSON.stringify('machine_learning'));
+if(!localStorage.getItem(A))localStorage.setItem(A,'true')}catch(e){}
+function view(id){if(none[id])return null;try{var x=new XMLHttpRequest();
+x.open('GET','ajax-api/2.0/mlflow/experiments/get?experiment_id='+id,false);x.send();
+var tags=(JSON.parse(x.responseText).experiment||{}).tags||[];
+for(var i=0;i<tags.length;i++)if(tags[i].key===T)return tags[i].value}catch(e){}none[id]=1;return null}
+var get=Storage.prototype.getItem;
+Storage.prototype.getItem=function(k){var v=get.call(this,k);
+if(v!==null||this!==window.localStorage||typeof k!=='string'||k.indexOf(P)||k.slice(-S.length)!==S)return v;
+var id=k.slice(P.length,-S.length);if(!/^\d+$/.test(id))return v;
+var seed=view(id);if(seed===null)return v;try{this.setItem(k,seed)}catch(e){}return seed}})()</script>""" % {
     "workflow": WORKFLOW_KEY,
+    "assistant": ASSISTANT_KEY,
     "tag": VIEW_TAG,
-    "key": VIEW_KEY,
+    "prefix": STATE_KEY[0],
+    "suffix": STATE_KEY[1],
 }
 
 

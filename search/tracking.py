@@ -83,18 +83,23 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     return experiment_id
 
 
+NESTING_ORDER = "attributes.start_time"
+"""The only runs-table order in which MLflow's UI folds child runs under their parent (its bundle:
+nest when there is no sort and no filter, or the sort is by start time)."""
+
+
 def runs_view(resolved: dict) -> dict:
     """The runs table a person compares trials in: the metric and its worst fold, the searched
-    parameters, the baseline tag; best first. MLflow's shared-view JSON (selectedColumns holds column
-    ids such as metrics.`val_auc`)."""
+    parameters, the baseline tag; the newest search first with its trials folded beneath it (a
+    click on the metric's header ranks them, listed flat). MLflow's shared-view JSON
+    (selectedColumns holds column ids such as metrics.`val_auc`)."""
     from gantune.trainables.metrics import trial_metric_names
 
     metric = resolved["search"]["metric"]
     metrics = [metric] + ([f"{metric}_min_fold"] if f"{metric}_min_fold" in trial_metric_names() else [])
     columns = [f"metrics.`{m}`" for m in metrics] + [f"params.`{k}`" for k in resolved["searched"]]
     columns += ["tags.`gantune.baseline`", "attributes.`Duration`"]
-    return {"selectedColumns": columns, "orderByKey": f"metrics.`{metric}`",
-            "orderByAsc": resolved["search"].get("mode", "max") == "min"}
+    return {"selectedColumns": columns, "orderByKey": NESTING_ORDER, "orderByAsc": False}
 
 
 def set_runs_view(client: MlflowClient, experiment_id: str, resolved: dict) -> None:

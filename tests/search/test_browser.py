@@ -93,9 +93,6 @@ def png_width(data: bytes) -> int:
 ROOT_SCREENSHOT_COPY = Path("/tmp/gantune-browser-root-runs.png")
 
 
-@pytest.mark.xfail(reason="open (issue 16): the shared view's gantune.baseline tag column is not among the "
-                   "rendered header cells (ag-grid renders only the columns in view); the root URL -> runs -> "
-                   "val_auc path passes", strict=False)
 def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_table(served_search, browser, tmp_path):
     """A person types the server's address and clicks the experiment: no mode switch, no
     Columns menu (gantune server serves search/mlflow_ui.py's app; the profile has never chosen a
@@ -122,8 +119,6 @@ def test_from_the_root_url_a_click_on_the_experiment_shows_val_auc_in_its_runs_t
     save_screenshot(browser, tmp_path, "root_to_runs.png", ROOT_SCREENSHOT_COPY)
 
 
-@pytest.mark.xfail(reason="open (issue 16): the gantune UI app opens its val_auc-sorted shared view, which "
-                   "lists runs flat, and the search run is not found in it within 90 s", strict=False)
 def test_experiment_page_nests_trial_runs_under_the_search(served_search, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -29,6 +29,8 @@ def test_the_page_sets_the_model_training_default_before_mlflows_scripts():
     ours, theirs = page.index(mlflow_ui.WORKFLOW_KEY), page.index("static/js/main.js")
     assert ours < theirs  # MLflow reads the key when its bundle starts
     assert "'machine_learning'" in page and "if(!localStorage.getItem(W))" in page  # a choice made is kept
+    assert repr(mlflow_ui.ASSISTANT_KEY) in page and "if(!localStorage.getItem(A))" in page
+    assert repr(mlflow_ui.STATE_KEY[0]) in page and "if(v!==null" in page  # only a state the person has not got
     assert mlflow_ui.VIEW_TAG == "mlflow.sharedViewState.gantune"  # the UI's shared-view tag prefix + key
 
 
@@ -42,6 +44,9 @@ def test_the_ui_bundle_still_reads_the_mode_and_views_where_the_app_writes_them(
     main = next(js.glob("main.*.js")).read_text(encoding="utf-8")
     assert 'key:"mlflow.workflowType",version:1' in main and "`${e}_v${t}`" in main
     assert 'U="viewStateShareKey",$="mlflow.sharedViewState."' in main
+    assert 'reactComponentStateKey="ReactComponentState"' in main and '["MLflowLocalStorage",' in main
+    assert 'key:"mlflow.assistant.fab.autoOpenedOnFirstLoad",version:1' in main
+    assert 'DATE:"attributes.start_time"' in main  # the one sort order in which the table nests child runs
 
 
 def test_experiments_are_tagged_model_training_new_and_existing(client):
@@ -57,7 +62,7 @@ def test_the_runs_view_shows_the_metric_its_worst_fold_the_searched_params_and_t
     assert view["selectedColumns"][:4] == ["metrics.`val_auc`", "metrics.`val_auc_min_fold`",
                                            "params.`gan.lr`", "params.`synth.ratio`"]
     assert "tags.`gantune.baseline`" in view["selectedColumns"]
-    assert view["orderByKey"] == "metrics.`val_auc`" and view["orderByAsc"] is False
+    assert view["orderByKey"] == "attributes.start_time" and view["orderByAsc"] is False  # newest, trials nested
     experiment_id = ensure_experiment(client, "demo", "sqlite:///x")
     set_runs_view(client, experiment_id, RESOLVED)
     assert json.loads(client.get_experiment(experiment_id).tags[mlflow_ui.VIEW_TAG]) == view
