@@ -6,44 +6,114 @@ them too."""
 
 from __future__ import annotations
 
+import queue
 import signal
+import sys
 import threading
 
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from gantune.trainables.tracking import find_trial_run
+from gantune.trainables.tracking import RUN_ID_KEY, find_trial_run
 
 from .leaderboard import trial_status, value_text
 from .runs import trial_runs
 
 
+FLUSH_TIMEOUT_S = 300.0
+"""How long the end of a search waits for the driver's queued MLflow writes (a tracking server
+that stopped answering must not hang the driver; the sweep then closes what is left)."""
+
+
+class RunWriter:
+    """The driver callbacks' MLflow writes, off Tune's control loop: one daemon thread does them
+    in order from a queue, so a slow tracking server delays no scheduling decision. A write that
+    fails is reported on stderr and skipped (the end-of-search sweep closes any run it left
+    RUNNING). Not pickled: the callbacks that own one are pickled with the Tuner."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._drain, name="gantune-mlflow-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, write, *args) -> None:
+        """Run `write(client, *args)` on the writer thread, after every write submitted before."""
+        self._queue.put((write, args))
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> bool:
+        """Wait until every write submitted so far is done; False if `timeout` passed first."""
+        done = threading.Event()
+        self._queue.put((lambda client: done.set(), ()))
+        return done.wait(timeout)
+
+    def _drain(self) -> None:
+        while True:
+            write, args = self._queue.get()
+            try:
+                write(self.client, *args)
+            except Exception as exc:  # noqa: BLE001 - one failed write must not stop the others
+                print(f"gantune: warning: an MLflow write of the driver failed ({type(exc).__name__}: {exc})",
+                      file=sys.stderr, flush=True)
+
+
+def close_trial_run(client: MlflowClient, run_id: str | None, experiment_id: str, parent_run_id: str,
+                    trial_id: str, status: str, reason: str | None) -> None:
+    """End a trial's run with `status` unless the trial ended it itself. `run_id` is what the
+    trial reported; a trial that failed before its first report has none, and is looked up by its
+    trial-id tag."""
+    if run_id is None:
+        found = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+        if found is None:
+            return
+        run_id = found.info.run_id
+    if client.get_run(run_id).info.status != "RUNNING":
+        return
+    if reason:
+        client.set_tag(run_id, "gantune.failure_reason", reason[:5000])
+    if status == "KILLED":
+        client.set_tag(run_id, "gantune.stopped_early", "true")
+    client.set_terminated(run_id, status=status)
+
+
 class CloseTrialRuns(Callback):
     """Ends every trial's MLflow run from the driver: a trial stopped early by ASHA is killed at a
-    report and cannot end its own run; an errored trial may have died before it could."""
+    report and cannot end its own run; an errored trial may have died before it could. The writes
+    go through a RunWriter, flushed when Tune ends the experiment (finished, Ctrl-C or error)
+    before SweepTrialRuns looks for runs left RUNNING."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
-        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        self._writer: RunWriter | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_writer": None}  # a thread is not pickled with the Tuner
+
+    @property
+    def writer(self) -> RunWriter:
+        if self._writer is None:
+            self._writer = RunWriter(self.tracking_uri)
+        return self._writer
 
     def _close(self, trial, status: str, reason: str | None = None) -> None:
-        run = find_trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is None or run.info.status != "RUNNING":
-            return
-        if reason:
-            self.client.set_tag(run.info.run_id, "gantune.failure_reason", reason[:5000])
-        if status == "KILLED":
-            self.client.set_tag(run.info.run_id, "gantune.stopped_early", "true")
-        self.client.set_terminated(run.info.run_id, status=status)
+        run_id = (trial.last_result or {}).get(RUN_ID_KEY)
+        self.writer.submit(close_trial_run, run_id, self.experiment_id, self.parent_run_id, trial.trial_id,
+                           status, reason)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        done = trial.last_result.get("folds_done")
+        done = (trial.last_result or {}).get("folds_done")
         # Finished trials end their own run; one still RUNNING here was stopped by the scheduler.
         self._close(trial, "KILLED" if done else "FAILED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED", reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
+
+    def on_experiment_end(self, trials, **info):
+        if self._writer is not None and not self._writer.flush():
+            print(f"gantune: warning: the driver's MLflow writes did not finish within {FLUSH_TIMEOUT_S:g} s; "
+                  "runs still RUNNING are closed by the sweep", file=sys.stderr, flush=True)
 
 
 ORPHAN_REASON = (

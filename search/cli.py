@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -53,6 +54,23 @@ def help_text(name: str) -> str:
     return text[0].lower() + text[1:] if text[1:2].islower() else text
 
 
+def resume_value(text: str) -> str:
+    """--resume's value: 'auto', or the parent run id (8+ hex digits) of the search to continue."""
+    if text in ("yes", "auto") or re.fullmatch(r"[0-9a-f]{8,32}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a parent run id (hex), got {text!r}")
+
+
+def concurrency_value(text: str) -> int | str:
+    """--max-concurrent: a whole number (checked with the space's other settings) or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+
+
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="search space YAML file (see spaces/)")
     p.add_argument("--data", help="dataset path; overrides data.path of the space file")
@@ -62,7 +80,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_option(p, "address")
     add_option(p, "cpus_per_trial", type=float)
     add_option(p, "gpus_per_trial", type=float)
-    p.add_argument("--max-concurrent", type=int, help="trials running at once")
+    p.add_argument("--max-concurrent", type=concurrency_value, metavar="N|auto",
+                   help="trials running at once; 'auto': as many as the cluster's nodes can place (CPUs and GPUs per "
+                        "trial against each node's), the natural choice on a cluster")
     add_option(p, "seed", type=int)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a value of the space, e.g. --set gan.steps=100 (repeatable)")
@@ -79,7 +99,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip unreadable image files (listed on the parent run) instead of stopping",
     )
-    add_option(p, "resume", nargs="?", const="yes", choices=("yes", "auto"), metavar="auto")
+    add_option(p, "resume", nargs="?", const="yes", type=resume_value, metavar="auto|PARENT_RUN_ID")
     add_option(p, "max_failures", type=int)
     add_option(p, "keep_artifacts", choices=("complete", "all"))
     cache = p.add_mutually_exclusive_group()
@@ -187,7 +207,8 @@ def search_main(args) -> int:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 1
     except SearchInterrupted as stop:
-        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
+        # The parent run id: the experiment may have other unfinished searches.
+        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume", stop.parent_run_id])])
         print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(space, rows, parent_run_id, options.tracking_uri, time.monotonic() - start)

@@ -41,8 +41,9 @@ class SearchOptions:
     """Train every GAN, reuse none."""
     resume: str | None = None
     """Continue the experiment's killed or stopped search (same space, --set values, --storage-path, --experiment,
-    --seed and resources; see search/resume.py); `--resume auto`: continue it if there is one Tune can restore, else
-    start a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
+    --seed and resources; see search/resume.py), or the one whose parent run id is given when several are unfinished;
+    `--resume auto`: continue the newest unfinished one with this space and options that Tune can restore, else start
+    a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
     keep_artifacts: str = "complete"
     """Which trials keep their generator model: 'complete' (logged once, at a trial's last fold; a trial stopped
     early keeps none) or 'all' (logged at every fold, so stopped trials keep their last one)."""

@@ -71,3 +71,21 @@ def trial_unfit(cpus: float, gpus: float, environ: Mapping[str, str] = os.enviro
         return None
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     return unfit_reason(nodes, node_types(), cpus, gpus)
+
+
+def schedulable_slots(nodes: list[Mapping[str, float]], cpus: float, gpus: float) -> int:
+    """How many trials of `cpus` CPUs and `gpus` GPUs the nodes can run at once, node by node (a
+    trial never spans nodes, so 3 + 3 CPUs hold two 2-CPU trials, not three); at least 1."""
+    def per_node(resources: Mapping[str, float]) -> int:
+        counts = [int(resources.get(key, 0) // amount) for key, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0]
+        return min(counts) if counts else 0
+
+    return max(1, sum(per_node(n) for n in nodes))
+
+
+def cluster_slots(cpus: float, gpus: float) -> int:
+    """`schedulable_slots` of the live nodes of the cluster `ray.init` joined (an autoscaling
+    cluster's nodes as they are now; nodes it adds later get no extra trials)."""
+    import ray
+
+    return schedulable_slots([n["Resources"] for n in ray.nodes() if n.get("Alive")], cpus, gpus)

@@ -1,10 +1,16 @@
 """Resuming a killed search without duplicated or orphaned MLflow runs.
 
-Every search writes a small record, `<storage_path>/<experiment>.gantune.json`, next to its Tune
-experiment directory: which Tune directory, which MLflow experiment and parent run. `--resume`
-reads it, restores the Tune experiment (trials keep their ids, so each trial reopens its own run)
-and reuses the parent run. The record lives on the same filesystem as the Tune results (a shared
-path or s3://), so any machine that can resume the Tune experiment finds it.
+Every search writes a small record of its own, `<storage_path>/<experiment>.gantune/<tune_name>.json`
+(tune_name = `<experiment>-<parent run id[:8]>`, its Tune experiment directory beside it): which
+Tune directory, which MLflow experiment and parent run, the resolved space and options. Keyed per
+search, so two searches with one experiment name on one storage path (two users, a relaunch while
+the first still runs) never overwrite each other's record. `--resume` picks the experiment's
+unfinished search (or the one named by `--resume PARENT_RUN_ID`), restores the Tune experiment
+(trials keep their ids, so each trial reopens its own run) and reuses the parent run; `--resume
+auto` picks the newest unfinished, restorable search with the same space and options. The records
+live on the same filesystem as the Tune results (a shared path or s3://), so any machine that can
+resume the Tune experiment finds them. A record written before records were per search
+(`<storage_path>/<experiment>.gantune.json`) is still read.
 
 A driver killed between starting a trial and Tune's next experiment checkpoint leaves an MLflow
 run whose trial the restored experiment never heard of; `SweepTrialRuns` closes and deletes such
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import posixpath
 import secrets
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,7 +29,10 @@ import pyarrow.fs
 
 from .options import FLAGS, RESUME_KEYS
 
-RECORD_SUFFIX = ".gantune.json"
+RECORDS_SUFFIX = ".gantune"
+"""`<experiment>.gantune/`: the folder of an experiment's search records, one file per search."""
+LEGACY_SUFFIX = ".gantune.json"
+"""`<experiment>.gantune.json`: the one record per experiment that searches used to share."""
 COMPARED_KEYS = ("fixed", "searched", "search")
 """Parts of the resolved space that must not change between a search and its resume (and the
 options in options.RESUME_KEYS)."""
@@ -53,6 +63,17 @@ class SearchRecord:
     (Ctrl-C), both still resumable."""
     reason: str = ""
     """Why a 'failed' search stopped (the error, in one line); empty otherwise."""
+    started: str = ""
+    """When the search started (UTC, ISO 8601): newest first when several are unfinished (empty in
+    records written before it existed, which sort last)."""
+
+    def describe(self) -> str:
+        """One line naming the search, for a choice the user has to make."""
+        return f"parent run {self.parent_run_id} ({self.status}, started {self.started or 'unknown'})"
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def storage_uri(storage_path: str) -> str:
@@ -69,32 +90,45 @@ def tune_path(storage_path: str, record: SearchRecord) -> str:
     return posixpath.join(storage_uri(storage_path), record.tune_name)
 
 
-def _location(storage_path: str, experiment: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    fs, base = pyarrow.fs.FileSystem.from_uri(storage_uri(storage_path))
-    return fs, posixpath.join(base, experiment + RECORD_SUFFIX)
+def records_uri(storage_path: str, experiment: str) -> str:
+    """The folder of the experiment's search records."""
+    return posixpath.join(storage_uri(storage_path), experiment + RECORDS_SUFFIX)
 
 
-def record_uri(storage_path: str, experiment: str) -> str:
-    return posixpath.join(storage_uri(storage_path), experiment + RECORD_SUFFIX)
+def record_uri(storage_path: str, record: SearchRecord) -> str:
+    """Where this search's own record lives."""
+    return posixpath.join(records_uri(storage_path, record.experiment), record.tune_name + ".json")
 
 
 def write_record(storage_path: str, record: SearchRecord) -> None:
-    fs, path = _location(storage_path, record.experiment)
+    fs, path = pyarrow.fs.FileSystem.from_uri(record_uri(storage_path, record))
     fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(asdict(record), indent=2, default=str).encode())
 
 
-def read_record(storage_path: str, experiment: str) -> SearchRecord | None:
-    fs, path = _location(storage_path, experiment)
-    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
-        return None
+def read_records(storage_path: str, experiment: str) -> list[SearchRecord]:
+    """Every search record of the experiment on this storage path, newest first (a legacy shared
+    record included, unless its search has a record of its own)."""
+    fs, folder = pyarrow.fs.FileSystem.from_uri(records_uri(storage_path, experiment))
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    paths = sorted(i.path for i in infos if i.type == pyarrow.fs.FileType.File and i.path.endswith(".json"))
+    records = [_read(fs, path) for path in paths]
+    legacy = posixpath.join(posixpath.dirname(folder), experiment + LEGACY_SUFFIX)
+    if fs.get_file_info(legacy).type == pyarrow.fs.FileType.File:
+        old = _read(fs, legacy)
+        if old.tune_name not in {r.tune_name for r in records}:
+            records.append(old)
+    return sorted(records, key=lambda r: r.started, reverse=True)
+
+
+def _read(fs: pyarrow.fs.FileSystem, path: str) -> SearchRecord:
     with fs.open_input_stream(path) as f:
         text = f.read().decode()
     try:
         return SearchRecord(**json.loads(text))
     except (TypeError, ValueError) as exc:
-        raise ResumeError(f"{record_uri(storage_path, experiment)}: not a gantune search record ({exc})") from exc
+        raise ResumeError(f"{path}: not a gantune search record ({exc})") from exc
 
 
 def mark(storage_path: str, record: SearchRecord, status: str, reason: str = "") -> SearchRecord:
@@ -127,20 +161,60 @@ def check_writable(storage_path: str) -> None:
         ) from exc
 
 
-def record_to_resume(storage_path: str, experiment: str, resolved: dict, tracking_uri: str) -> SearchRecord:
-    """The record of the search `--resume` continues, or a ResumeError saying why there is none."""
-    where = record_uri(storage_path, experiment)
-    record = read_record(storage_path, experiment)
-    if record is None:
+def record_to_resume(
+    storage_path: str, experiment: str, resolved: dict, tracking_uri: str, which: str = "yes"
+) -> SearchRecord:
+    """The record of the search `--resume` continues, or a ResumeError saying why there is none.
+    `which` is a parent run id (or its first 8+ characters) from `--resume PARENT_RUN_ID`, or
+    "yes" for the experiment's one unfinished search (when several are, the one with this space
+    and options, else the user must name one)."""
+    where = records_uri(storage_path, experiment)
+    records = read_records(storage_path, experiment)
+    if which != "yes":
+        records = [r for r in records if r.parent_run_id.startswith(which)]
+        if not records:
+            raise ResumeError(f"{where}: experiment '{experiment}' has no search with parent run {which}")
+    if not records:
         raise ResumeError(
-            f"no search of experiment '{experiment}' to resume: {where} does not exist "
+            f"no search of experiment '{experiment}' to resume: {where} has no search record "
             "(same --storage-path and --experiment as the killed search?)"
         )
-    if record.status == "finished":  # 'failed' (the driver raised) and 'interrupted' may be resumed
+    unfinished = [r for r in records if r.status != "finished"]  # 'failed' and 'interrupted' may be resumed
+    if not unfinished:
         raise ResumeError(
-            f"{where}: the last search of '{experiment}' already ended ({record.status}); "
+            f"{where}: the last search of '{experiment}' ({records[0].describe()}) already ended; "
             "run without --resume to start a new one"
         )
+    if len(unfinished) > 1:
+        same = [r for r in unfinished if r.tracking_uri == tracking_uri and not changed_keys(r.resolved, resolved)]
+        if len(same) != 1:
+            listed = "; ".join(r.describe() for r in unfinished)
+            raise ResumeError(
+                f"{where}: experiment '{experiment}' has {len(unfinished)} unfinished searches ({listed}); "
+                "name one with --resume PARENT_RUN_ID"
+            )
+        unfinished = same
+    record = unfinished[0]
+    check_resumable(storage_path, record, resolved, tracking_uri)
+    return record
+
+
+def auto_record(
+    storage_path: str, experiment: str, resolved: dict, tracking_uri: str, can_restore
+) -> SearchRecord | None:
+    """`--resume auto`: the experiment's newest unfinished search with this tracking store, space
+    and options that Tune saved a state of (`can_restore(tune dir)`), or None to start a new one.
+    Another configuration is another search: a user's retry never continues someone else's."""
+    for record in read_records(storage_path, experiment):
+        if (record.status != "finished" and record.tracking_uri == tracking_uri
+                and not changed_keys(record.resolved, resolved) and can_restore(tune_path(storage_path, record))):
+            return record
+    return None
+
+
+def check_resumable(storage_path: str, record: SearchRecord, resolved: dict, tracking_uri: str) -> None:
+    """A ResumeError naming what differs between the record and this command, if anything does."""
+    where = record_uri(storage_path, record)
     if record.tracking_uri != tracking_uri:
         raise ResumeError(
             f"{where}: the search logged to {record.tracking_uri}, not {tracking_uri}; "
@@ -158,7 +232,6 @@ def record_to_resume(storage_path: str, experiment: str, resolved: dict, trackin
             f"{where}: the space changed since the search started ({', '.join(changed)}); "
             "resume with the same space file and --set values"
         )
-    return record
 
 
 def changed_keys(before: dict, after: dict) -> list[str]:

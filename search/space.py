@@ -37,8 +37,9 @@ class SearchSettings:
     """The objective, a trial metric (mean over the folds done)."""
     mode: str = "max"
     """'max' or 'min'."""
-    max_concurrent: int = 2
-    """Trials running at once (also bounded by the cluster's CPUs / GPUs)."""
+    max_concurrent: int | str = 2
+    """Trials running at once (also bounded by the cluster's CPUs / GPUs); 'auto': as many as the
+    cluster's nodes can place at the start (search/resources.schedulable_slots)."""
     scheduler: str = "asha"
     """'asha' (stop poor trials after a fold or two) or 'fifo' (run every trial to the end)."""
     grace_period: int = 1
@@ -254,10 +255,15 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
         raise SpaceError(f"{path}: 'search.baselines' has unknown {sorted(unknown)}; use {sorted(BASELINE_VALUES)}")
     for key in ("num_samples", "max_concurrent", "grace_period", "reduction_factor"):
         value = getattr(settings, key)
+        if key == "max_concurrent" and value == AUTO_CONCURRENCY:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpaceError(f"{path}: 'search.{key}' must be a whole number >= 1, got {getattr(settings, key)!r}")
     return settings
 
+
+AUTO_CONCURRENCY = "auto"
+"""search.max_concurrent / --max-concurrent: from the cluster's schedulable slots."""
 
 TUPLE_SETTINGS = ("baselines", "objectives", "objective_modes")
 

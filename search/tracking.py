@@ -11,8 +11,6 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from gantune.trainables.tracking import find_trial_run
-
 from .leaderboard import gan_cache_totals
 
 DEFAULT_TRACKING_DB = "mlflow.db"
@@ -174,11 +172,14 @@ def log_trial_deltas(
     client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str
 ) -> None:
     """Each trial run also gets its delta against the better baseline, for sorting in the UI."""
+    from .runs import trial_id_of, trial_runs
+
     key = f"delta_{metric}_vs_best_baseline"
+    runs = trial_runs(client, experiment_id, parent_run_id)  # one query for every trial, not one each
+    run_ids = {trial_id_of(run): run.info.run_id for run in runs}
     for row in rows:
-        run = find_trial_run(client, experiment_id, parent_run_id, row["trial_id"])
-        if run is not None and not math.isnan(row[key]):
-            client.log_metric(run.info.run_id, key, row[key])
+        if row["trial_id"] in run_ids and not math.isnan(row[key]):
+            client.log_metric(run_ids[row["trial_id"]], key, row[key])
 
 
 def finish_parent_run(

@@ -26,7 +26,29 @@ from .options import SearchOptions
 from .progress import make_progress
 from .gan_cache import cache_location
 from .resume import SearchRecord
-from .space import Space
+from .space import AUTO_CONCURRENCY, Space
+
+
+class StaleFailingOptunaSearch(OptunaSearch):
+    """OptunaSearch that, when Tune restores it (`--resume`), fails the study's RUNNING trials
+    that no restored Tune trial will report: those a killed driver asked for after Tune's last
+    experiment checkpoint. Left RUNNING in a persistent study (--optuna-storage), they would stay
+    so for the whole resumed search, and TPE's constant liar would keep steering away from them."""
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        live = {t.number for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
+        fail_running_trials(self._ot_study, keep=live)
+
+
+def fail_running_trials(study: optuna.Study, keep: set[int] = frozenset()) -> list[int]:
+    """Mark the study's RUNNING trials FAIL, except the trial numbers in `keep`; returns the failed
+    numbers."""
+    stale = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+             if t.number not in keep]
+    for number in stale:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return stale
 
 
 def make_searcher(space: Space, seed: int, storage: str | None = None, study_name: str | None = None):
@@ -36,7 +58,7 @@ def make_searcher(space: Space, seed: int, storage: str | None = None, study_nam
         if settings.sampler == "random"
         else optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, settings.num_samples // 4))
     )
-    searcher = OptunaSearch(
+    searcher = StaleFailingOptunaSearch(
         space.optuna_space(),
         # Multi-objective: lists of metrics and modes make OptunaSearch create a study with one
         # direction per objective (TPE and random sampling both handle that in Optuna 5).
@@ -141,7 +163,11 @@ def run_search(
     # A resume that would be refused (another --seed, a changed space) is refused before Ray starts.
     earlier = search_to_resume(options, resolved)
     # Ray first: a cluster that cannot be joined must not leave a FAILED parent run behind.
-    init_ray(options, num_cpus=max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
+    auto = space.search.max_concurrent == AUTO_CONCURRENCY
+    # A local cluster gets the CPUs the trials use ('auto': the machine's, as Ray detects them).
+    init_ray(options, num_cpus=None if auto else max(int(options.cpus_per_trial * space.search.max_concurrent), 1))
+    if auto:  # resolved (and compared on --resume) as 'auto'; the number is the cluster's of today
+        space = with_cluster_concurrency(space, options)
     try:  # before the parent run too: a refused cluster leaves nothing behind
         preflight.preflight(options.address, options.tracking_uri, resume.storage_uri(options.storage_path))
     except preflight.PreflightError as exc:
@@ -196,6 +222,16 @@ def run_search(
     return rows, parent_run_id
 
 
+def with_cluster_concurrency(space: Space, options: SearchOptions) -> Space:
+    """`space` with search.max_concurrent 'auto' replaced by the cluster's schedulable slots."""
+    from .resources import cluster_slots
+
+    slots = cluster_slots(options.cpus_per_trial, options.gpus_per_trial)
+    print(f"gantune: --max-concurrent auto: {slots} trials at once ({options.cpus_per_trial:g} CPU, "
+          f"{options.gpus_per_trial:g} GPU per trial on the cluster's nodes)", flush=True)
+    return space.with_overrides({"search.max_concurrent": slots})
+
+
 class SearchFailed(RuntimeError):
     """A search stopped by an error outside its trials (an unwritable artifact store or storage
     path, a Tune error): its parent run is FAILED with the reason as a tag, and its record says
@@ -217,28 +253,27 @@ def stopped(client: MlflowClient, options: SearchOptions, record: SearchRecord, 
         notes.append(f"the search record could not be updated ({tracking.failure_text(again)})")
     closed = "; ".join(notes) or f"parent run {record.parent_run_id} is FAILED with that reason"
     return SearchFailed(
-        f"the search stopped: {reason}\n  {closed}. Fix the cause, then continue it with the same command and --resume"
+        f"the search stopped: {reason}\n  {closed}. Fix the cause, then continue it with the same command and "
+        f"--resume {record.parent_run_id}"
     )
 
 
 def warn_if_unfinished(options: SearchOptions) -> None:
-    """A new search replaces the experiment's record: say so when the one it replaces never ended
-    (a killed driver), since that search then cannot be resumed and its runs stay RUNNING. Its
+    """A new search starts beside the experiment's unfinished ones (each search has its own
+    record): name them, since a killed driver's runs stay RUNNING until that search is resumed. Its
     runs are not swept here: a record cannot tell a killed driver from one still running."""
     try:
-        last = resume.read_record(options.storage_path, options.experiment)
+        records = resume.read_records(options.storage_path, options.experiment)
+        unfinished = [r for r in records if r.status != "finished"]
     except (resume.ResumeError, OSError):
         return
-    if last is None or last.status != "running":
-        return
-    print(
-        f"gantune: warning: the last search of '{options.experiment}' (parent run {last.parent_run_id}) never ended: "
-        "its driver was killed, or it still runs elsewhere. This new search replaces its record "
-        f"({resume.record_uri(options.storage_path, options.experiment)}), so it cannot be resumed afterwards and its "
-        "RUNNING runs stay RUNNING. To continue it instead, stop now (Ctrl-C) and rerun the same command "
-        "with --resume, which closes or sweeps its runs.",
-        file=sys.stderr, flush=True,
-    )
+    for last in unfinished:
+        print(
+            f"gantune: warning: a search of '{options.experiment}' ({last.describe()}) never finished: its driver "
+            "was killed or stopped, or it still runs elsewhere; its RUNNING runs stay RUNNING. This new search starts "
+            f"beside it. To continue it instead, stop now (Ctrl-C) and rerun with --resume {last.parent_run_id}.",
+            file=sys.stderr, flush=True,
+        )
 
 
 def open_search(
@@ -263,7 +298,7 @@ def open_search(
     record = SearchRecord(
         experiment=options.experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
         tune_name=resume.tune_name(options.experiment, parent_run_id), tracking_uri=options.tracking_uri,
-        resolved=resolved,
+        resolved=resolved, started=resume.now_utc(),
     )
     try:
         resume.write_record(options.storage_path, record)
@@ -312,17 +347,17 @@ def make_tuner(space: Space, settings: StudySettings, options: SearchOptions, re
 
 def search_to_resume(options: SearchOptions, resolved: dict) -> SearchRecord | None:
     """The search `--resume` continues (a ResumeError says why it cannot), or None to start one.
-    `--resume auto` continues the experiment's last search only when it did not finish and Tune
-    saved a state to restore; otherwise (none yet, finished, or killed before Tune's first
-    checkpoint) it starts a new search, so the same command is right for a first run and a retry."""
+    `--resume auto` continues the experiment's newest unfinished search with this space and these
+    options that Tune saved a state of; otherwise (none yet, finished, another configuration, or
+    killed before Tune's first checkpoint) it starts a new search, so the same command is right for
+    a first run and a retry."""
     if not options.resume:
         return None
     if options.resume == "auto":
-        last = resume.read_record(options.storage_path, options.experiment)
-        restorable = last is not None and tune.Tuner.can_restore(resume.tune_path(options.storage_path, last))
-        if last is None or last.status == "finished" or not restorable:
-            return None
-    return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri)
+        return resume.auto_record(options.storage_path, options.experiment, resolved, options.tracking_uri,
+                                  tune.Tuner.can_restore)
+    return resume.record_to_resume(options.storage_path, options.experiment, resolved, options.tracking_uri,
+                                   options.resume)
 
 
 def restore_tuner(settings: StudySettings, options: SearchOptions, record: SearchRecord) -> tune.Tuner:
@@ -344,7 +379,6 @@ def restore_tuner(settings: StudySettings, options: SearchOptions, record: Searc
 
 def fail_stale_optuna_trials(storage: str, study_name: str) -> None:
     """A persistent study can hold trials of a killed driver that no Tune trial will report:
-    mark them FAIL so the study has no trial left RUNNING."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    mark them FAIL so the study has no trial left RUNNING (at the end of a finished search; a
+    resumed search also fails them at restore, StaleFailingOptunaSearch)."""
+    fail_running_trials(optuna.load_study(study_name=study_name, storage=storage))

@@ -135,7 +135,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
             # Every fold so far, not just this one: the last result then holds all of them, which
             # the leaderboard pairs with the real_only trial's (search.rank_by paired_lcb).
             every_fold = {k: v for r in results for k, v in fold_metrics(r).items()}
-            tune.report({**means, **every_fold, "folds_done": len(results)},
+            tune.report({**means, **every_fold, "folds_done": len(results), tracking.RUN_ID_KEY: run.run_id},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:
@@ -148,4 +148,4 @@ def trainable(config: dict, settings: StudySettings) -> None:
             raise
         # Reported, not raised: Tune would retry an error with the very same config.
         run.fail(failure)
-        tune.report(failure_report(failure, settings, len(results)))
+        tune.report({**failure_report(failure, settings, len(results)), tracking.RUN_ID_KEY: run.run_id})

@@ -33,6 +33,11 @@ GENERATOR_SIGNATURE = ModelSignature(
 """What GeneratorModel.predict takes (its output, one uint8 array per row, has no MLflow schema)."""
 
 
+RUN_ID_KEY = "trial_run_id"
+"""The result key every report of a trial carries its MLflow run id under, so the driver closes
+the run by id (search/callbacks.py) instead of searching for it by tags."""
+
+
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
     runs = client.search_runs(
         [experiment_id],

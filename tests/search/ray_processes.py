@@ -84,3 +84,9 @@ def wait_for_nodes(env, address: str, count: int, timeout: float = 90) -> None:
             return
         time.sleep(2)
     pytest.fail(f"the cluster at {address} never had {count} nodes")
+
+
+def record_text(storage: Path, experiment: str) -> str:
+    """The one search record of `experiment` under `storage` (search/resume.py keeps one per search)."""
+    (record,) = (storage / f"{experiment}.gantune").glob("*.json")
+    return record.read_text()

@@ -192,11 +192,13 @@ def test_resume_auto_continues_only_an_unfinished_restorable_search(tmp_path, mo
     restorable = set()
     monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: path in restorable))
     assert tuner.search_to_resume(options, resolved) is None  # no search yet: start one
-    record = resume.SearchRecord("e", "1", "parent", "e-parent", "sqlite:///m.db", resolved, "interrupted")
+    record = resume.SearchRecord("e", "1", "parentid", "e-parenti", "sqlite:///m.db", resolved, "interrupted")
     resume.write_record(storage, record)
     assert tuner.search_to_resume(options, resolved) is None  # killed before Tune's first checkpoint
     restorable.add(resume.tune_path(storage, record))
-    assert tuner.search_to_resume(options, resolved).parent_run_id == "parent"
+    assert tuner.search_to_resume(options, resolved).parent_run_id == "parentid"
+    other = {**resolved, "options": {**resolved["options"], "seed": 7}}
+    assert tuner.search_to_resume(options, other) is None  # another configuration: another search
     resume.write_record(storage, resume.SearchRecord(**{**record.__dict__, "status": "finished"}))
     assert tuner.search_to_resume(options, resolved) is None  # finished: a new search
     # A bare --resume still refuses what it cannot continue.

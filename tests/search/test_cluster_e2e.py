@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray_processes import BIN, free_port, kill_marked, ray_cmd
+from ray_processes import BIN, free_port, kill_marked, ray_cmd, record_text
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: on two shared, busy cores a smoke search under a job can take many minutes.
@@ -120,7 +120,7 @@ def test_sigterm_stops_resumably_and_the_same_command_with_resume_auto_finishes(
     experiment = client.get_experiment_by_name("term")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'search'")
     assert parent.info.status == "KILLED"
-    assert '"status": "interrupted"' in (workdir / "ray_results" / "term.gantune.json").read_text()
+    assert '"status": "interrupted"' in record_text(workdir / "ray_results", "term")
 
     again = subprocess.run(gantune("search", DEMO, *TERM_ARGS), cwd=workdir, env=env, capture_output=True,
                            text=True, timeout=1500)

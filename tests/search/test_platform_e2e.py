@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
-from ray_processes import BIN, free_port, gantune, kill_marked, ray_cmd, wait_for_nodes
+from ray_processes import BIN, free_port, gantune, kill_marked, ray_cmd, record_text, wait_for_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "spaces" / "demo.yaml")
@@ -102,7 +102,7 @@ def test_killed_search_resumes_without_duplicate_or_running_runs(sandbox, capsys
             assert run.data.metrics["folds_done"] == 3
     orphans = trial_runs(client, experiment.experiment_id, ViewType.DELETED_ONLY)
     assert all(r.info.status != "RUNNING" and r.data.tags["gantune.trial_id"] not in ids for r in orphans)
-    assert '"status": "finished"' in (workdir / "ray_results" / "resume.gantune.json").read_text()
+    assert '"status": "finished"' in record_text(workdir / "ray_results", "resume")
     with capsys.disabled():
         print(f"\n[resume] trials={len(set(ids))} runs={len(runs)} orphan runs deleted={len(orphans)} "
               f"runs before kill={len(before)}")
@@ -164,10 +164,10 @@ def test_ctrl_c_saves_the_search_and_the_printed_command_finishes_it(sandbox):
     assert before and all(r.info.status != "RUNNING" for r in before)
     folds_before = client.get_run(midway.info.run_id).data.metrics["folds_done"]
     assert 1 <= folds_before < 3  # interrupted between folds
-    assert '"status": "interrupted"' in (workdir / "ray_results" / "interrupt.gantune.json").read_text()
+    assert '"status": "interrupted"' in record_text(workdir / "ray_results", "interrupt")
 
     command = shlex.split(err.strip().splitlines()[-1])
-    assert command[:2] == ["gantune", "search"] and command[-1] == "--resume"
+    assert command[:2] == ["gantune", "search"] and command[-2:] == ["--resume", parent.info.run_id]
     done = subprocess.run([str(BIN / "gantune"), *command[1:]], cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from gantune.search.callbacks import ORPHAN_REASON, sweep_trial_runs
 from gantune.search.resume import (
     ResumeError,
     SearchRecord,
+    auto_record,
     mark,
-    read_record,
+    read_records,
     record_to_resume,
     record_uri,
     tune_name,
+    tune_path,
     write_record,
 )
 
@@ -41,15 +44,56 @@ def test_record_round_trip_next_to_the_tune_dir(tmp_path):
     storage = str(tmp_path / "ray_results")
     record = make_record(tmp_path)
     assert record.tune_name == "exp-abcdef01"
-    assert read_record(storage, "exp") is None
+    assert read_records(storage, "exp") == []
     write_record(storage, record)
-    assert record_uri(storage, "exp") == str(tmp_path / "ray_results" / "exp.gantune.json")
-    assert (
-        json.loads((tmp_path / "ray_results" / "exp.gantune.json").read_text())["parent_run_id"] == record.parent_run_id
-    )
-    assert read_record(storage, "exp") == record
+    path = tmp_path / "ray_results" / "exp.gantune" / "exp-abcdef01.json"
+    assert record_uri(storage, record) == str(path)
+    assert json.loads(path.read_text())["parent_run_id"] == record.parent_run_id
+    assert read_records(storage, "exp") == [record]
     mark(storage, record, "finished")
-    assert read_record(storage, "exp").status == "finished"
+    assert [r.status for r in read_records(storage, "exp")] == ["finished"]
+
+
+def test_two_searches_of_one_experiment_on_one_storage_path_keep_their_own_records(tmp_path):
+    """They used to share <experiment>.gantune.json, so the second overwrote the first's record
+    and --resume continued the wrong search."""
+    storage = str(tmp_path / "ray_results")
+    first = make_record(tmp_path, started="2026-12-01T10:00:00Z")
+    other_space = {**RESOLVED, "fixed": {"gan.steps": 99, "data.folds": 2}}
+    second = make_record(tmp_path, parent_run_id="99999999ffff", tune_name=tune_name("exp", "99999999ffff"),
+                         resolved=other_space, started="2026-12-01T11:00:00Z")
+    write_record(storage, first)
+    write_record(storage, second)
+    assert read_records(storage, "exp") == [second, first]  # newest first, neither lost
+    uri = first.tracking_uri
+    # A bare --resume picks the unfinished search with this space and options...
+    assert record_to_resume(storage, "exp", RESOLVED, uri) == first
+    assert record_to_resume(storage, "exp", other_space, uri) == second
+    # ...or is told to name one when both (or neither) match.
+    write_record(storage, replace(second, resolved=RESOLVED))
+    with pytest.raises(ResumeError, match="2 unfinished searches .*abcdef0123456789.*--resume PARENT_RUN_ID"):
+        record_to_resume(storage, "exp", RESOLVED, uri)
+    assert record_to_resume(storage, "exp", RESOLVED, uri, which="abcdef01") == first
+    with pytest.raises(ResumeError, match="no search with parent run 0123abcd"):
+        record_to_resume(storage, "exp", RESOLVED, uri, which="0123abcd")
+    # --resume auto: the newest restorable unfinished search with this configuration.
+    restorable = {tune_path(storage, first)}
+    assert auto_record(storage, "exp", RESOLVED, uri, restorable.__contains__) == first
+    assert auto_record(storage, "exp", other_space, uri, restorable.__contains__) is None  # another search
+    mark(storage, first, "finished")
+    assert auto_record(storage, "exp", RESOLVED, uri, restorable.__contains__) is None
+    assert record_to_resume(storage, "exp", RESOLVED, uri).parent_run_id == second.parent_run_id
+
+
+def test_a_record_from_before_records_were_per_search_is_still_resumed(tmp_path):
+    storage = tmp_path / "ray_results"
+    storage.mkdir()
+    record = make_record(tmp_path, status="interrupted")
+    legacy = {k: v for k, v in asdict(record).items() if k != "started"}  # written before 'started' existed
+    (storage / "exp.gantune.json").write_text(json.dumps(legacy))
+    assert record_to_resume(str(storage), "exp", RESOLVED, record.tracking_uri) == record
+    mark(str(storage), record, "finished")  # lands in the per-search folder, which wins over the old file
+    assert [r.status for r in read_records(str(storage), "exp")] == ["finished"]
 
 
 def test_resume_refusals_say_why(tmp_path):
@@ -116,3 +160,37 @@ def test_persistent_optuna_study_named_after_the_search_and_no_trial_left_runnin
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
     fail_stale_optuna_trials(storage, "demo-abcdef01")  # e.g. the trial of a killed driver
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_restored_searcher_fails_only_the_optuna_trials_no_tune_trial_will_report(tmp_path):
+    """A driver killed after asking Optuna for a trial but before Tune's next experiment checkpoint
+    leaves that trial RUNNING in the persistent study, unknown to the restored searcher."""
+    import optuna
+    from ray import cloudpickle
+    from ray.tune.search import SearchGenerator
+
+    from gantune.search.space import load_space
+    from gantune.search.tuner import make_searcher
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "demo.yaml")
+
+    generator = SearchGenerator(make_searcher(space, seed=0, storage=storage, study_name="demo-abcdef01"))
+    generator.set_search_properties("val_auc", "max", {})
+    pickled = cloudpickle.dumps(generator)  # as Tune pickles it with the Tuner, before any trial
+    first = generator.searcher  # the ConcurrencyLimiter
+    first.suggest("done")
+    first.on_trial_complete("done", {"val_auc": 0.7})
+    first.suggest("live")  # in flight at Tune's checkpoint: the restored Tune trial reports it later
+    checkpoint = tmp_path / "tune_dir"
+    checkpoint.mkdir()
+    SearchGenerator(first).save_to_dir(str(checkpoint), session_str="s")
+    first.searcher._ot_study.ask()  # the zombie: asked after the checkpoint, then the driver died
+
+    restored = cloudpickle.loads(pickled)  # Tuner.restore, then the searcher's state from the checkpoint
+    restored.restore_from_dir(str(checkpoint))
+    study = optuna.load_study(study_name="demo-abcdef01", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "RUNNING", "FAIL"]
+    restored.searcher.on_trial_complete("live", {"val_auc": 0.8})  # the live trial can still report
+    assert study.trials[1].state.name == "COMPLETE"

@@ -88,7 +88,7 @@ def test_a_search_failing_mid_way_closes_its_parent_and_stays_resumable(tmp_path
     assert "--resume" in str(err.value)
     (parent,) = all_runs(client)
     assert parent.info.status == "FAILED" and "Not a directory" in parent.data.tags[FAILURE_TAG]
-    record = resume.read_record(opts.storage_path, opts.experiment)
+    (record,) = resume.read_records(opts.storage_path, opts.experiment)
     assert record.status == "failed" and "Not a directory" in record.reason
     resolved = {**SPACE.resolved(), "options": opts.to_dict()}
     assert (
@@ -149,6 +149,10 @@ def test_a_new_search_over_a_search_that_never_ended_says_how_to_continue_it(tmp
     second = open_search(client, SPACE.resolved(), opts, None)
     err = capsys.readouterr().err
     assert killed.parent_run_id in err and "RUNNING" in err and "--resume" in err
-    resume.mark(opts.storage_path, second, "finished")
+    assert second.parent_run_id not in err  # the new search itself is not an earlier one
+    for record in (killed, second):  # each search has its own record: none replaced another
+        ids = [r.parent_run_id for r in resume.read_records(opts.storage_path, opts.experiment)]
+        assert ids.count(record.parent_run_id) == 1
+        resume.mark(opts.storage_path, record, "finished")
     open_search(client, SPACE.resolved(), opts, None)
     assert "warning" not in capsys.readouterr().err
