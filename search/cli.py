@@ -101,7 +101,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_option(p, "resume", nargs="?", const="yes", type=resume_value, metavar="auto|PARENT_RUN_ID")
     add_option(p, "max_failures", type=int)
-    add_option(p, "keep_artifacts", choices=("complete", "all"))
+    add_option(p, "keep_artifacts", choices=("complete", "best", "all"))
     cache = p.add_mutually_exclusive_group()
     add_option(cache, "gan_cache", metavar="URI")
     add_option(cache, "no_gan_cache")
@@ -388,6 +388,12 @@ def cache_entry() -> Entry:
     return Entry(gan_cache.add_arguments, gan_cache.cache_main, (gan_cache.CacheError,))
 
 
+def gc_entry() -> Entry:
+    from . import gc
+
+    return Entry(gc.add_arguments, gc.gc_main, (gc.GcError,))
+
+
 def server_entry() -> Entry:
     from gantune.mlflow_server import cli
 
@@ -438,6 +444,14 @@ COMMANDS: dict[str, Command] = {
         "List the trained GANs the searches on a storage path share, or delete old ones / cap the size.",
         "gantune cache ls\n         gantune cache prune --older-than 30d --max-size 2G",
         cache_entry,
+    ),
+    "gc": Command(
+        "delete the generator models of an experiment's trials outside each search's top N",
+        "Delete the heavy artifacts (generator models) of the trials outside each search's top N, as promote ranks "
+        "them; registered models and running searches are kept. A dry run unless --yes: it says what it deletes "
+        "and the bytes freed.",
+        "gantune gc --experiment demo --keep-top 3\n         gantune gc --experiment demo --keep-top 3 --yes",
+        gc_entry, tracking=True, check_tracking=True,
     ),
     "server": Command(
         "start an MLflow tracking server (SQLite by default; PostgreSQL + S3 for production)",

@@ -45,8 +45,9 @@ class SearchOptions:
     `--resume auto`: continue the newest unfinished one with this space and options that Tune can restore, else start
     a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
     keep_artifacts: str = "complete"
-    """Which trials keep their generator model: 'complete' (logged once, at a trial's last fold; a trial stopped
-    early keeps none) or 'all' (logged at every fold, so stopped trials keep their last one)."""
+    """Which trials keep their generator model (the heavy artifact): 'complete' (logged once, at a trial's last fold;
+    a trial stopped early keeps none), 'best' (as complete, then only the best trial's is kept when the search ends)
+    or 'all' (logged at every fold, so stopped trials keep their last one). `gantune gc` cleans up afterwards."""
     quiet: bool = False
     """No live progress view, one line per finished trial (for CI logs)."""
     verbose: bool = False

@@ -219,7 +219,25 @@ def run_search(
     if rows:
         for note in plots.log_search_plots(client, space, parent_run_id, rows, leaderboard_columns(space)):
             print(f"gantune: {note}")
+    if options.keep_artifacts == "best":
+        keep_best_generator(client, experiment_id, parent_run_id)
     return rows, parent_run_id
+
+
+def keep_best_generator(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """--keep-artifacts best: delete the generators of every trial but the best (as promote ranks
+    them); a store that refuses is reported, the search stays finished (`gantune gc` can retry)."""
+    from .gc import keep_best_only, megabytes
+
+    try:
+        deleted = keep_best_only(client, experiment_id, parent_run_id)
+    except Exception as exc:  # noqa: BLE001 - the results are in; only the cleanup failed
+        print(f"gantune: warning: --keep-artifacts best: could not delete the other trials' generators "
+              f"({tracking.failure_text(exc)}); run gantune gc --keep-top 1", file=sys.stderr)
+        return
+    freed = sum(d.size for d in deleted)
+    print(f"gantune: --keep-artifacts best: deleted the generators of {len(deleted)} other trial(s), "
+          f"{megabytes(freed)}")
 
 
 def with_cluster_concurrency(space: Space, options: SearchOptions) -> Space:

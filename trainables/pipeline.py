@@ -46,7 +46,8 @@ class StudySettings:
     under the search's storage path, so every node of a cluster sees the same entries."""
     keep_artifacts: str = "complete"
     """'complete': a trial's generator model is logged once, at its last fold (none for a trial
-    stopped early); 'all': at every fold, as before (see SearchOptions.keep_artifacts)."""
+    stopped early; 'best' likewise, the driver deleting all but the best trial's at the end); 'all': at
+    every fold, as before (see SearchOptions.keep_artifacts)."""
 
 
 class TrialOOMError(RuntimeError):
