@@ -172,11 +172,10 @@ def log_trial_deltas(
     client: MlflowClient, experiment_id: str, parent_run_id: str, rows: list[dict], metric: str
 ) -> None:
     """Each trial run also gets its delta against the better baseline, for sorting in the UI."""
-    from .runs import trial_id_of, trial_runs
-
     key = f"delta_{metric}_vs_best_baseline"
-    runs = trial_runs(client, experiment_id, parent_run_id)  # one query for every trial, not one each
-    run_ids = {trial_id_of(run): run.info.run_id for run in runs}
+    # One query for every trial, not one each (the search's child runs are its trials).
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)
+    run_ids = {run.data.tags.get("gantune.trial_id"): run.info.run_id for run in runs}
     for row in rows:
         if row["trial_id"] in run_ids and not math.isnan(row[key]):
             client.log_metric(run_ids[row["trial_id"]], key, row[key])

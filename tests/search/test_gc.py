@@ -107,6 +107,7 @@ def test_keep_best_only_keeps_the_best_trials_generator(tmp_path):
 
 def test_gc_refuses_an_unknown_experiment_and_a_negative_keep_top(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # the store exists (gc never creates one)
     assert main(["gc", "--experiment", "nope", "--keep-top", "1", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
     assert main(["gc", "--experiment", "nope", "--keep-top", "-1", "--tracking-uri", uri]) == 2
