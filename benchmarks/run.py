@@ -25,6 +25,7 @@ TARGETS = {
     "search_compute_fraction": "<= 0.5",
     "gpu_packing": "> 1 (x4)",
     "gan_reuse_compute_ratio": "<= 0.4",
+    "mlflow_bytes_per_fold_ratio": "< 1 (after / before)",
 }
 
 SEARCH_EFFICIENCY = {
@@ -48,7 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--search-samples", type=int, default=12, help="trials of each search of benchmark 4")
     p.add_argument("--reuse-samples", type=int, default=12, help="trials of each search of the gan_reuse benchmark")
-    p.add_argument("--only", choices=("gan_reuse",), help="run only this benchmark of the quick suite")
+    p.add_argument("--only", choices=("gan_reuse", "mlflow_traffic"),
+                   help="run only this benchmark (mlflow_traffic runs only so: two smoke searches against a server)")
+    p.add_argument("--before-gantune", metavar="PATH",
+                   help="mlflow_traffic: the gantune executable of the code before (default: this one with "
+                        "--keep-artifacts all)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file (merged into when it exists)")
     return p.parse_args(argv)
 
@@ -113,6 +118,21 @@ def reuse_suite(args) -> tuple[dict, dict, list]:
     return {"gan_reuse_compute_ratio": r["gan_reuse_compute_ratio"]}, {"gan_reuse": r}, [row]
 
 
+def traffic_suite(args) -> tuple[dict, dict, list]:
+    from .mlflow_traffic import mlflow_traffic, print_traffic
+
+    print("[traffic] MLflow requests and bytes of a smoke search through a counting proxy, before and after",
+          flush=True)
+    t = mlflow_traffic(args.before_gantune)
+    print_traffic(t)
+    ratio = t["after_over_before"]["trial_bytes_up_per_fold"]
+    row = ("mlflow_bytes_per_fold_ratio", f"{ratio:.2f}", TARGETS["mlflow_bytes_per_fold_ratio"],
+           f"{t['after']['trial_bytes_up_per_fold'] / 1e3:.0f} vs {t['before']['trial_bytes_up_per_fold'] / 1e3:.0f} "
+           f"kB up per fold; {t['after']['trial_requests_per_fold']:.1f} vs "
+           f"{t['before']['trial_requests_per_fold']:.1f} requests per fold")
+    return {"mlflow_bytes_per_fold_ratio": ratio}, {"mlflow_traffic": t}, [row]
+
+
 def search_suite(args) -> tuple[dict, dict, list]:
     from .searches import run_space, search_compute_fraction
 
@@ -149,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         figures, details, rows = search_suite(args)
     elif args.only == "gan_reuse":
         figures, details, rows = reuse_suite(args)
+    elif args.only == "mlflow_traffic":
+        figures, details, rows = traffic_suite(args)
     else:
         from gantune.trainables.data.datasets import load_medmnist_npz
 
