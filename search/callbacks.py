@@ -14,9 +14,10 @@ import threading
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from gantune.trainables.tracking import RUN_ID_KEY, find_trial_run
+from gantune.trainables import outcome
+from gantune.trainables.tracking import RUN_ID_KEY, end_run, find_trial_run
 
-from .leaderboard import trial_status, value_text
+from .leaderboard import trial_outcome, value_text
 from .runs import trial_runs
 
 
@@ -58,8 +59,8 @@ class RunWriter:
 
 
 def close_trial_run(client: MlflowClient, run_id: str | None, experiment_id: str, parent_run_id: str,
-                    trial_id: str, status: str, reason: str | None) -> None:
-    """End a trial's run with `status` unless the trial ended it itself. `run_id` is what the
+                    trial_id: str, ended: str, reason: str | None) -> None:
+    """End a trial's run with outcome `ended` unless the trial ended it itself. `run_id` is what the
     trial reported; a trial that failed before its first report has none, and is looked up by its
     trial-id tag."""
     if run_id is None:
@@ -71,16 +72,15 @@ def close_trial_run(client: MlflowClient, run_id: str | None, experiment_id: str
         return
     if reason:
         client.set_tag(run_id, "gantune.failure_reason", reason[:5000])
-    if status == "KILLED":
-        client.set_tag(run_id, "gantune.stopped_early", "true")
-    client.set_terminated(run_id, status=status)
+    end_run(client, run_id, ended)
 
 
 class CloseTrialRuns(Callback):
     """Ends every trial's MLflow run from the driver: a trial stopped early by ASHA is killed at a
-    report and cannot end its own run; an errored trial may have died before it could. The writes
-    go through a RunWriter, flushed when Tune ends the experiment (finished, Ctrl-C or error)
-    before SweepTrialRuns looks for runs left RUNNING."""
+    report and cannot end its own run (it ends FINISHED, outcome 'stopped early'); an errored trial
+    may have died before it could; a trial cut short by Ctrl-C ends KILLED ('interrupted'). The
+    writes go through a RunWriter, flushed when Tune ends the experiment (finished, Ctrl-C or
+    error) before SweepTrialRuns looks for runs left RUNNING."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
         self.tracking_uri = tracking_uri
@@ -97,18 +97,19 @@ class CloseTrialRuns(Callback):
             self._writer = RunWriter(self.tracking_uri)
         return self._writer
 
-    def _close(self, trial, status: str, reason: str | None = None) -> None:
+    def _close(self, trial, ended: str, reason: str | None = None) -> None:
         run_id = (trial.last_result or {}).get(RUN_ID_KEY)
         self.writer.submit(close_trial_run, run_id, self.experiment_id, self.parent_run_id, trial.trial_id,
-                           status, reason)
+                           ended, reason)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = (trial.last_result or {}).get("folds_done")
-        # Finished trials end their own run; one still RUNNING here was stopped by the scheduler.
-        self._close(trial, "KILLED" if done else "FAILED")
+        # Finished trials end their own run; one still RUNNING here was stopped by the scheduler,
+        # or by a stop signal (Tune then ends in-flight trials as if the scheduler had).
+        self._close(trial, outcome.INTERRUPTED if INTERRUPTED.is_set() else outcome.STOPPED if done else outcome.FAILED)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
+        self._close(trial, outcome.FAILED, reason=str(getattr(trial, "error_msg", None) or "trial raised an error"))
 
     def on_experiment_end(self, trials, **info):
         if self._writer is not None and not self._writer.flush():
@@ -123,12 +124,13 @@ ORPHAN_REASON = (
 
 
 def sweep_trial_runs(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str]
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str],
+    interrupted: bool = False,
 ) -> dict[str, int]:
     """Close every trial run still RUNNING; delete runs of trials Tune does not know.
 
-    trial_status maps Tune trial id -> Tune status ('TERMINATED', 'ERROR', ...). Returns counts
-    of what was done, for the log."""
+    trial_status maps Tune trial id -> Tune status ('TERMINATED', 'ERROR', ...); `interrupted`: a
+    stop signal ended the search. Returns counts of what was done, for the log."""
     counts = {"closed": 0, "orphans_deleted": 0}
     for run in trial_runs(client, experiment_id, parent_run_id):
         run_id = run.info.run_id
@@ -141,8 +143,9 @@ def sweep_trial_runs(
             counts["orphans_deleted"] += 1
         elif run.info.status == "RUNNING":
             # A finished trial ends its own run before its last report; still RUNNING here means
-            # the scheduler stopped it or it errored before it could close the run.
-            client.set_terminated(run_id, status="FAILED" if status == "ERROR" else "KILLED")
+            # the scheduler (or a stop signal) stopped it or it errored before it could close the run.
+            end_run(client, run_id, outcome.FAILED if status == "ERROR" else
+                    outcome.INTERRUPTED if interrupted else outcome.STOPPED)
             counts["closed"] += 1
     return counts
 
@@ -159,7 +162,8 @@ class SweepTrialRuns(Callback):
 
     def on_experiment_end(self, trials, **info):
         client = MlflowClient(self.tracking_uri)
-        sweep_trial_runs(client, self.experiment_id, self.parent_run_id, {t.trial_id: t.status for t in trials})
+        sweep_trial_runs(client, self.experiment_id, self.parent_run_id, {t.trial_id: t.status for t in trials},
+                         interrupted=INTERRUPTED.is_set())
 
 
 INTERRUPTED = threading.Event()
@@ -208,20 +212,18 @@ class TrialLines(Callback):
         self.folds = folds
         self.ended = 0
 
-    def _line(self, trial, status: str) -> None:
+    def _line(self, trial, errored: bool) -> None:
         self.ended += 1
         result = trial.last_result or {}
         value = result.get(self.metric)
-        if status == "done":
-            outcome = trial_status(False, result, self.folds)
-            status = {"OK": "done", "STOPPED": "stopped early"}.get(outcome, outcome)
+        ended = trial_outcome(errored, result, self.folds)
         params = " ".join(f"{k}={value_text(trial.config.get(k))}" for k in self.hyperparameters)
         shown = "nan" if value is None else f"{value:.4g}"
-        print(f"trial {trial.trial_id} {status} ({self.ended}/{self.total}): {self.metric}={shown} "
+        print(f"trial {trial.trial_id} {ended} ({self.ended}/{self.total}): {self.metric}={shown} "
               f"folds={result.get('folds_done', 0)} {params}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, "done")
+        self._line(trial, errored=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "ERROR")
+        self._line(trial, errored=True)

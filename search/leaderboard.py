@@ -1,4 +1,4 @@
-"""The leaderboard of a search, pure: a trial's outcome and status, the ONE rule of which trials
+"""The leaderboard of a search, pure: a trial's outcome, the ONE rule of which trials
 count (`usable`) and how they rank, the rows (with deltas against each baseline), their columns
 and their text cells. Tune results (at the end of a search) and MLflow runs (`gantune report`)
 both become rows here; nothing in this module imports Ray or MLflow."""
@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gantune.trainables import outcome
 from gantune.trainables.config import TrialConfig
 from gantune.trainables.metrics import METRIC_NAMES
 
@@ -23,16 +24,17 @@ class TrialResult:
     error: bool
 
 
-def trial_outcome(metrics: dict) -> str:
-    """DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of raising."""
-    return "DIVERGED" if metrics.get("diverged") else "OOM" if metrics.get("oom") else "OK"
+def reported_failure(metrics: dict) -> str | None:
+    """outcome.DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of
+    raising; None otherwise."""
+    return outcome.DIVERGED if metrics.get("diverged") else outcome.OOM if metrics.get("oom") else None
 
 
 def usable(metrics: dict, metric: str, failed: bool = False) -> bool:
     """The one rule of a trial that counts (ranked, plotted, promoted, the best so far): a finite
     `metric`, no error, and no reported divergence or out-of-memory."""
     value = metrics.get(metric)
-    return value is not None and math.isfinite(value) and not failed and trial_outcome(metrics) == "OK"
+    return value is not None and math.isfinite(value) and not failed and reported_failure(metrics) is None
 
 
 def run_usable(run, metric: str) -> bool:
@@ -51,17 +53,24 @@ def fold_spread(metric: str) -> bool:
     return metric in {f"val_{m}" for m in METRIC_NAMES}
 
 
-def trial_status(errored: bool, metrics: dict, total_folds: int) -> str:
-    """ERROR / DIVERGED / OOM; STOPPED for a trial the scheduler ended after fewer folds; else OK."""
+def trial_outcome(errored: bool, metrics: dict, total_folds: int) -> str:
+    """How an ended trial ended (trainables/outcome.py): failed, diverged, out of memory, stopped
+    early (the scheduler ended it after fewer folds) or finished."""
     if errored:
-        return "ERROR"
-    outcome = trial_outcome(metrics)
-    return "STOPPED" if outcome == "OK" and metrics.get("folds_done", 0) < total_folds else outcome
+        return outcome.FAILED
+    if failure := reported_failure(metrics):
+        return failure
+    return outcome.STOPPED if metrics.get("folds_done", 0) < total_folds else outcome.FINISHED
+
+
+def outcome_counts(outcomes: list[str]) -> str:
+    """'2 finished, 4 stopped early' in outcome.MLFLOW_STATUS order, zero counts left out."""
+    return ", ".join(f"{outcomes.count(o)} {o}" for o in outcome.MLFLOW_STATUS if o in outcomes)
 
 
 def row_usable(row: dict, metric: str) -> bool:
-    """`usable` for a leaderboard row (its status already says error / divergence / OOM)."""
-    return math.isfinite(row[metric]) and row["status"] in ("OK", "STOPPED")
+    """`usable` for a leaderboard row (its outcome already says failed / diverged / out of memory)."""
+    return math.isfinite(row[metric]) and row["outcome"] in (outcome.FINISHED, outcome.STOPPED)
 
 
 GAN_CACHE_METRICS = ("gan_cache_hits", "gan_cache_misses", "gan_train_seconds")
@@ -96,7 +105,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
-            "status": trial_status(bool(result.error), m, total_folds),
+            "outcome": trial_outcome(bool(result.error), m, total_folds),
             **{k: float(m.get(k, 0.0)) for k in GAN_CACHE_METRICS},
             **{k: result.config.get(k) for k in sorted(space.domains)},
         })
@@ -132,7 +141,7 @@ def leaderboard_columns(space) -> list[str]:
         *lcb,
         "baseline",
         "folds_done",
-        "status",
+        "outcome",
         *sorted(space.domains),
     ]
 
@@ -181,7 +190,7 @@ def fold_values(metrics: dict, metric: str, total_folds: int) -> list[float] | N
 def run_complete(run, metric: str, total_folds: int) -> bool:
     """A usable trial run that finished every fold (not stopped early by the scheduler)."""
     return (run_usable(run, metric) and run.info.status == "FINISHED"
-            and trial_status(False, run.data.metrics, total_folds) == "OK")
+            and trial_outcome(False, run.data.metrics, total_folds) == outcome.FINISHED)
 
 
 def paired_folds(a: list[float] | None, b: list[float] | None, mode: str, folds: int):
@@ -216,7 +225,8 @@ def add_paired_lcb(rows: list[dict], folds_of: list, space) -> None:
     data = TrialConfig.from_flat(space.fixed).data
     column = paired_lcb_column(metric)
     base = [
-        (r, f) for r, f in zip(rows, folds_of) if r["baseline"] == "real_only" and r["status"] == "OK" and f is not None
+        (r, f) for r, f in zip(rows, folds_of)
+        if r["baseline"] == "real_only" and r["outcome"] == outcome.FINISHED and f is not None
     ]
     best = (max if mode == "max" else min)(base, key=lambda rf: rf[0][metric])[1] if base else None
     for row, folds in zip(rows, folds_of):
@@ -224,18 +234,18 @@ def add_paired_lcb(rows: list[dict], folds_of: list, space) -> None:
         row[column] = paired.lcb if paired is not None else float("nan")
 
 
-STATUS_ORDER = {"OK": 0, "STOPPED": 1}
+OUTCOME_ORDER = {outcome.FINISHED: 0, outcome.STOPPED: 1}
 """Complete trials rank first, then trials the scheduler stopped early, then failed ones."""
 
 
 def rank_key(row: dict, space) -> tuple:
-    """Leaderboard order: by status (STATUS_ORDER), then by the paired lower bound (search.rank_by
+    """Leaderboard order: by outcome (OUTCOME_ORDER), then by the paired lower bound (search.rank_by
     paired_lcb; higher is better), then by the metric's mean; nan values last in each."""
     metric = space.search.metric
     sign = -1 if space.search.mode == "max" else 1
     mean = row[metric]
     lcb = row.get(paired_lcb_column(metric), math.nan)
-    return (STATUS_ORDER.get(row["status"], 2), math.isnan(lcb), 0.0 if math.isnan(lcb) else -lcb,
+    return (OUTCOME_ORDER.get(row["outcome"], 2), math.isnan(lcb), 0.0 if math.isnan(lcb) else -lcb,
             math.isnan(mean), 0.0 if math.isnan(mean) else sign * mean)
 
 

@@ -24,7 +24,15 @@ matplotlib.use("Agg")  # a report is written without a display
 import matplotlib.pyplot as plt
 import optuna
 
-from .leaderboard import TrialResult, format_table, leaderboard_columns, leaderboard_rows, run_usable, table_cells
+from .leaderboard import (
+    TrialResult,
+    format_table,
+    leaderboard_columns,
+    leaderboard_rows,
+    outcome_counts,
+    run_usable,
+    table_cells,
+)
 from .plots import ratio_plot, save_axes
 from .runs import SearchView, load_search
 
@@ -192,9 +200,7 @@ def write_html(
 def summary_lines(view: SearchView, rows: list[dict]) -> list[str]:
     search = view.search
     started = datetime.fromtimestamp(search.info.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    statuses = [run.info.status for run in view.trials.values()]
-    named = {"FINISHED": "finished", "KILLED": "stopped early by the scheduler", "FAILED": "failed"}
-    counts = ", ".join(f"{statuses.count(s)} {name}" for s, name in named.items() if s in statuses)
+    counts = outcome_counts([r["outcome"] for r in rows])
     lines = [
         f"Experiment '{view.experiment}', search run {search.info.run_id} "
         f"({search.data.tags.get('mlflow.runName', '')}, started {started})",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import outcome
 from .config import TrialConfig
 from .data.datasets import DataSplits
 from .loop import DivergedError
@@ -148,5 +149,5 @@ def trainable(config: dict, settings: StudySettings) -> None:
             run.fail(exc)
             raise
         # Reported, not raised: Tune would retry an error with the very same config.
-        run.fail(failure)
+        run.fail(failure, outcome.DIVERGED if isinstance(failure, DivergedError) else outcome.OOM)
         tune.report({**failure_report(failure, settings, len(results)), tracking.RUN_ID_KEY: run.run_id})

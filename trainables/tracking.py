@@ -20,6 +20,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.tracking import MlflowClient
 
+from . import outcome
 from .config import TrialConfig
 from .gans import DivergedError, generator_checkpoint
 from .metrics import fold_metric_key
@@ -163,9 +164,10 @@ class TrialRun:
 
     # --- end --------------------------------------------------------------------------------
     def finish(self) -> None:
-        self.client.set_terminated(self.run_id, status="FINISHED")
+        end_run(self.client, self.run_id, outcome.FINISHED)
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, ended: str = outcome.FAILED) -> None:
+        """End the run FAILED with the reason; `ended` is the outcome (diverged, out of memory, failed)."""
         kind = "diverged" if isinstance(exc, DivergedError) else type(exc).__name__
         reason = f"{kind}: {exc}"[:5000]
         self.client.set_tag(self.run_id, "gantune.failure_reason", reason)
@@ -173,4 +175,10 @@ class TrialRun:
             self.client.log_text(self.run_id, traceback.format_exc(), "failure.txt")
         except Exception:  # noqa: BLE001 - the artifact store may be what failed; the tag keeps the reason
             pass
-        self.client.set_terminated(self.run_id, status="FAILED")
+        end_run(self.client, self.run_id, ended)
+
+
+def end_run(client: MlflowClient, run_id: str, ended: str) -> None:
+    """End a trial run with an outcome (trainables/outcome.py): its tag, then its MLflow status."""
+    client.set_tag(run_id, outcome.OUTCOME_TAG, ended)
+    client.set_terminated(run_id, status=outcome.MLFLOW_STATUS[ended])

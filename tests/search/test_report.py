@@ -81,9 +81,9 @@ def test_leaderboard_ranks_and_deltas_against_the_tagged_baseline(view):
     assert by_id["a"]["delta_val_auc_vs_real_only"] == pytest.approx(0.75 - 0.70)
     assert by_id["b"]["delta_val_auc_vs_real_only"] == pytest.approx(0.66 - 0.70)
     assert by_id["base"]["baseline"] == "real_only"
-    assert by_id["div"]["status"] == "DIVERGED" and by_id["err"]["status"] == "ERROR"
+    assert by_id["div"]["outcome"] == "diverged" and by_id["err"]["outcome"] == "failed"
     assert by_id["a"]["val_auc_min_fold"] == 0.62 and math.isnan(by_id["base"]["val_auc_min_fold"])  # not logged
-    assert by_id["a"]["status"] == "OK" and by_id["b"]["status"] == "STOPPED"  # b: 1 of the demo's 3 folds
+    assert by_id["a"]["outcome"] == "finished" and by_id["b"]["outcome"] == "stopped early"  # b: 1 of 3 folds
     assert math.isnan(by_id["err"]["val_auc"])
 
 

@@ -136,13 +136,21 @@ def test_sweep_closes_running_runs_and_deletes_orphans(tmp_path):
     counts = sweep_trial_runs(client, exp, parent, {"stopped": "TERMINATED", "errored": "ERROR", "done": "TERMINATED"})
     assert counts == {"closed": 2, "orphans_deleted": 1}
     status = {r: client.get_run(r).info for r in (stopped, errored, done, orphan, other)}
-    assert status[stopped].status == "KILLED" and status[errored].status == "FAILED"
+    # Stopped by the scheduler: FINISHED in MLflow (not a red "killed"), the outcome as its tag.
+    assert status[stopped].status == "FINISHED" and status[errored].status == "FAILED"
+    assert client.get_run(stopped).data.tags["gantune.outcome"] == "stopped early"
+    assert client.get_run(errored).data.tags["gantune.outcome"] == "failed"
     assert status[done].status == "FINISHED"
     assert status[orphan].status == "KILLED" and status[orphan].lifecycle_stage == "deleted"
     assert client.get_run(orphan).data.tags["gantune.failure_reason"] == ORPHAN_REASON
     assert status[other].status == "RUNNING"  # another search's run is not touched
     active = client.search_runs([exp], "tags.`gantune.role` = 'trial'", run_view_type=ViewType.ACTIVE_ONLY)
     assert orphan not in {r.info.run_id for r in active}
+    # A stop signal ended the search: what was still running is interrupted (KILLED), for --resume.
+    cut = trial("cut")
+    sweep_trial_runs(client, exp, parent, {"cut": "TERMINATED"}, interrupted=True)
+    assert client.get_run(cut).info.status == "KILLED"
+    assert client.get_run(cut).data.tags["gantune.outcome"] == "interrupted"
 
 
 def test_persistent_optuna_study_named_after_the_search_and_no_trial_left_running(tmp_path):
