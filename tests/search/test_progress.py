@@ -206,3 +206,10 @@ def test_fold_watch_takes_off_the_folds_of_a_trial_stopped_early():
     # b is stopped by the scheduler after one fold: a alone has its 2 folds to go, 1 s of them done
     left = watch.update([timed("a", Trial.RUNNING, 1, 30.0), timed("b", Trial.TERMINATED, 1, 30.0)], now=31.0)
     assert left == pytest.approx(2 * 30 - 1)
+    # with a third trial waiting, both slots stay busy: b's 2 unrun folds come off at 30 s / 2 slots
+    watch = FoldWatch(folds=3, total=3)
+    watch.update([timed("a", Trial.RUNNING, 0, 0), timed("b", Trial.RUNNING, 0, 0)], now=0.0)
+    left = watch.update([timed("a", Trial.RUNNING, 1, 30.0), timed("b", Trial.RUNNING, 1, 30.0)], now=30.0)
+    assert left == pytest.approx(7 * 30 / 2)
+    left = watch.update([timed("a", Trial.RUNNING, 1, 30.0), timed("b", Trial.TERMINATED, 1, 30.0)], now=31.0)
+    assert left == pytest.approx(7 * 30 / 2 - 1 - 2 * 30 / 2)
