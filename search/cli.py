@@ -372,6 +372,12 @@ def report_entry() -> Entry:
     return Entry(report.add_arguments, report.report_main, (report.ReportError,))
 
 
+def dashboard_entry() -> Entry:
+    from . import dashboard
+
+    return Entry(dashboard.add_arguments, dashboard.dashboard_main, (dashboard.DashboardError,))
+
+
 def evaluate_entry() -> Entry:
     from . import evaluate
 
@@ -425,6 +431,13 @@ COMMANDS: dict[str, Command] = {
         "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
         "gantune report --experiment demo --top 5",
         report_entry, tracking=True, check_tracking=True,
+    ),
+    "dashboard": Command(
+        "open the Optuna study of an experiment's latest search in optuna-dashboard",
+        "Serve optuna-dashboard on the Optuna study of the experiment's latest search (running or ended): trials, "
+        "per-fold intermediate values, history, importances. Listens on 127.0.0.1 unless --host says otherwise.",
+        "gantune dashboard --experiment demo --port 8080",
+        dashboard_entry, tracking=True, check_tracking=True,
     ),
     "evaluate": Command(
         "refit the best config and both baselines, score them once on the test split",

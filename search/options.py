@@ -9,6 +9,7 @@ import ast
 import functools
 import inspect
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -34,7 +35,8 @@ class SearchOptions:
     or 3 on a cluster (--address or ray job submit), where an abrupt node loss (spot kill, pod eviction) counts as one
     failure of each trial on it and a preemption Ray was told of (an autoscaler drain) does not."""
     optuna_storage: str | None = None
-    """Keep the Optuna study in this database (e.g. postgresql://user@host/optuna); unset: in the searcher."""
+    """Keep the Optuna study in this database (e.g. postgresql://user@host/optuna); default: optuna.db beside a SQLite
+    MLflow store, else in the storage path (in memory when that is remote, e.g. s3://)."""
     gan_cache: str | None = None
     """Generator cache shared by trials, resumes and later searches (default: STORAGE_PATH/gan_cache)."""
     no_gan_cache: bool = False
@@ -59,6 +61,8 @@ class SearchOptions:
             # On a cluster nodes come and go, and each abrupt loss is a failure of every trial on the
             # node; on a local cluster a failure is the code's, and retrying it once is enough.
             object.__setattr__(self, "max_failures", CLUSTER_MAX_FAILURES if self.address else 1)
+        if self.optuna_storage is None:  # persisted, so `gantune dashboard` can open it
+            object.__setattr__(self, "optuna_storage", default_optuna_storage(self.tracking_uri, self.storage_path))
 
     @property
     def tune_verbosity(self) -> int:
@@ -68,6 +72,21 @@ class SearchOptions:
     def to_dict(self) -> dict:
         """The options as printed, logged and kept in the search record: URLs without passwords."""
         return {k: redact(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
+
+
+STUDY_DB = "optuna.db"
+
+
+def default_optuna_storage(tracking_uri: str, storage_path: str) -> str | None:
+    """The study's SQLite database: beside a SQLite MLflow store, else in a local storage path;
+    None (the study in memory) for a remote storage path, where SQLite cannot live."""
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+    elif "://" not in storage_path or storage_path.startswith("file://"):
+        folder = Path(storage_path.removeprefix("file://")).resolve()
+    else:
+        return None
+    return f"sqlite:///{folder / STUDY_DB}"
 
 
 def redact(value: str) -> str:

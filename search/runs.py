@@ -22,11 +22,12 @@ class RunsError(ValueError):
     take the command's own error class instead, so the command reports it as its own."""
 
 
-def latest_search(client, experiment_id: str):
-    """The experiment's most recently started search that ended (a running one may still change)."""
+def latest_search(client, experiment_id: str, finished: bool = True):
+    """The experiment's most recently started search that ended (a running one may still change),
+    or with finished=False the most recent one in any state (a dashboard watches a running one)."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string="tags.`gantune.role` = 'search' and attributes.status = 'FINISHED'",
+        filter_string="tags.`gantune.role` = 'search'" + (" and attributes.status = 'FINISHED'" if finished else ""),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -6,6 +6,7 @@ search/progress.py."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import optuna
 import ray
@@ -67,10 +68,17 @@ def make_searcher(space: Space, seed: int, storage: str | None = None, study_nam
         points_to_evaluate=space.baseline_points() or None,
         sampler=sampler,
         # A persistent study, named after the search's Tune directory, outlives the driver.
-        storage=optuna.storages.RDBStorage(storage) if storage else None,
+        storage=study_storage(storage) if storage else None,
         study_name=study_name if storage else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
+
+
+def study_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's database; a SQLite file's folder is made first (the default is in the storage path)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
 
 
 def make_scheduler(space: Space):

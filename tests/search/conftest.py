@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from chromium import browser  # noqa: F401 (the browser tests' fixture: headless Chromium)
 from ray_processes import sandbox  # noqa: F401 (the e2e tests' fixture: marked processes, private Ray temp dir)
 
 from gantune.mlflow_server import (

@@ -9,56 +9,19 @@ from __future__ import annotations
 
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import pytest
+from chromium import wait_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(900)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT_COPY = Path("/tmp/gantune-browser-screenshot.png")
 ARTIFACT_SCREENSHOT_COPY = Path("/tmp/gantune-browser-artifact.png")
-# Without the networking flags Chromium stalls on this closed network (background services,
-# component updates and QUIC all try to reach the internet).
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1600,1000",
-)
-WAIT_S = 90
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `make browser-deps` (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: `pip install -e '.[test]'` (make test does it)")
-    profile = tempfile.mkdtemp(prefix="gantune-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def wait_for(driver, condition, what: str):
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, WAIT_S).until(condition)
-    except TimeoutException:
-        pytest.fail(f"the MLflow UI did not show {what} within {WAIT_S}s at {driver.current_url}")
+    return wait_in_browser(driver, condition, f"the MLflow UI did not show {what}")
 
 
 def run_links(driver, run_id: str):
