@@ -45,15 +45,17 @@ def save_confusion_matrix(labels: np.ndarray, proba: np.ndarray, class_names, pa
     plt.close(fig)
 
 
-def save_roc(labels: np.ndarray, proba: np.ndarray, class_names, path: str) -> None:
-    """One-vs-rest ROC curve per class (for binary tasks the two curves mirror each other)."""
+def save_roc(labels: np.ndarray, proba: np.ndarray, class_names, path: str, positive_class: int) -> None:
+    """The ROC curve of the positive class (data.positive_class: sensitivity is its recall) for a
+    binary task; one-vs-rest per class for more classes."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    classes = range(len(class_names)) if len(class_names) > 2 else [len(class_names) - 1]
+    classes = range(len(class_names)) if len(class_names) > 2 else [positive_class]
     for c in classes:
         if 0 < (labels == c).sum() < len(labels):
             RocCurveDisplay.from_predictions(labels == c, proba[:, c], name=str(class_names[c]), ax=ax)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_title("ROC, validation folds (out-of-fold)")
+    positive = f" of {class_names[positive_class]} (positive class)" if len(class_names) == 2 else ", one vs rest"
+    ax.set_title(f"ROC{positive}\nvalidation folds (out-of-fold)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

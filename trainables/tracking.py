@@ -115,7 +115,7 @@ class TrialRun:
         plots = os.path.join(tmp, "plots")
         os.makedirs(plots)
         save_confusion_matrix(labels, proba, self.class_names, os.path.join(plots, "confusion_matrix.png"))
-        save_roc(labels, proba, self.class_names, os.path.join(plots, "roc.png"))
+        save_roc(labels, proba, self.class_names, os.path.join(plots, "roc.png"), self.cfg.data.positive_class)
         self.client.log_artifacts(self.run_id, plots, "plots")
 
     def _log_samples(self, synthetic, tmp: str) -> None:

@@ -29,3 +29,24 @@ def test_saved_grid_enlarges_small_images_by_a_whole_factor(tmp_path):
     big = torch.zeros(2, 3, 128, 128)
     save_grid(big, str(path))
     assert np.asarray(Image.open(path)).shape[:2] == (130, 8 * 130)  # already large: not enlarged
+
+
+def test_binary_roc_is_the_positive_class_curve(tmp_path, monkeypatch):
+    """BreastMNIST's positive class is 0 (malignant): its curve, not the last class's."""
+    from gantune.trainables import plots
+
+    drawn = []
+    real = plots.RocCurveDisplay.from_predictions
+
+    def record(y_true, y_score, name, ax):
+        drawn.append((name, np.asarray(y_true).copy(), np.asarray(y_score).copy()))
+        return real(y_true, y_score, name=name, ax=ax)
+
+    monkeypatch.setattr(plots.RocCurveDisplay, "from_predictions", record)
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    plots.save_roc(labels, proba, ("malignant", "normal_benign"), str(tmp_path / "roc.png"), positive_class=0)
+    assert [name for name, _, _ in drawn] == ["malignant"]
+    np.testing.assert_array_equal(drawn[0][1], labels == 0)
+    np.testing.assert_array_equal(drawn[0][2], proba[:, 0])
+    assert (tmp_path / "roc.png").stat().st_size > 0
