@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import sys
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
+
+from gantune.api import UsageError as UserError  # bad input: printed without a traceback, exit 2
 
 from .options import FLAGS, SearchOptions, default, field_help
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command stopped with Ctrl-C."""
-
-
-class UserError(Exception):
-    """Bad input from the user: printed without a traceback, exit code 2."""
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -109,36 +105,17 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_space(args):
-    from .space import SMOKE_TEST, load_space
+    from gantune import api
 
-    space = load_space(args.space)
     overrides = dict(parse_override(o) for o in args.overrides)
-    if args.smoke_test:
-        # One baseline only, so a 2-trial smoke search still trains a GAN pipeline.
-        first_baseline = list(space.search.baselines[:1])
-        overrides = {**SMOKE_TEST, "search.num_samples": 2, "search.baselines": first_baseline, **overrides}
-    if args.data:
-        overrides["data.path"] = args.data
-    if args.num_samples is not None:
-        overrides["search.num_samples"] = args.num_samples
-    if args.max_concurrent is not None:
-        overrides["search.max_concurrent"] = args.max_concurrent
-    return space.with_overrides(overrides)
+    return api.resolve_space(args.space, overrides, args.smoke_test, args.data, args.num_samples, args.max_concurrent)
 
 
 def search_options(args, space) -> SearchOptions:
-    """The flags as SearchOptions: the experiment defaults to the space's name, the address to the
-    cluster of the Ray job gantune runs in."""
-    from .space import name_error
+    """The flags as SearchOptions (gantune.api.search_options: the defaults the API has too)."""
+    from gantune import api
 
-    if args.experiment is not None and (error := name_error(args.experiment, "--experiment")):
-        raise UserError(error)
-    if args.max_failures is not None and args.max_failures < 0:  # Ray reads -1 as "retry forever"
-        raise UserError(f"--max-failures must be >= 0 (retries of a failed trial; 0 = none), got {args.max_failures}")
-    values = {f.name: getattr(args, f.name) for f in fields(SearchOptions)}
-    values.update(experiment=args.experiment or space.name, optuna_storage=optuna_storage_uri(args.optuna_storage),
-                  address=args.address or job_cluster_address())
-    return SearchOptions(**values)
+    return api.search_options(space, **{f.name: getattr(args, f.name) for f in fields(SearchOptions)})
 
 
 def space_summary(resolved: dict) -> str:
@@ -156,20 +133,8 @@ def space_summary(resolved: dict) -> str:
     ])
 
 
-def job_cluster_address() -> str | None:
-    """'auto' when gantune is the entrypoint of `ray job submit` (the job supervisor sets
-    RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_ADDRESS for it): the search joins the job's cluster
-    instead of starting a private one-node cluster inside the job."""
-    return "auto" if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else None
-
-
 def search_main(args) -> int:
-    from .space import SpaceError
-
-    try:
-        space = resolve_space(args)
-    except SpaceError as exc:
-        raise UserError(str(exc)) from exc
+    space = resolve_space(args)
     options = search_options(args, space)
     resolved = {**space.resolved(), "options": options.to_dict()}
     if args.dry_run or args.verbose:
@@ -186,89 +151,44 @@ def search_main(args) -> int:
         except DatasetError as exc:
             raise UserError(str(exc)) from exc
         return 0
-    check_tracking(options.tracking_uri)
-    from gantune.trainables.data.datasets import DatasetError
+    from gantune import api
 
-    from .dataset import load_data
+    from .tuner import SearchFailed, SearchInterrupted
 
     try:
-        data, skipped = load_data(space, args.skip_bad)
-    except DatasetError as exc:
-        raise UserError(str(exc)) from exc
-    from .resume import ResumeError
-    from .tuner import ClusterError, SearchFailed, SearchInterrupted, run_search
-
-    start = time.monotonic()
-    try:
-        rows, parent_run_id = run_search(space, data, options, skipped_files=skipped)
-    except (ResumeError, ClusterError) as exc:
-        raise UserError(str(exc)) from exc
+        result = api.run_search(space, options, args.skip_bad)
     except SearchFailed as exc:  # not a usage error: the search ran, and its runs are closed
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 1
     except SearchInterrupted as stop:
-        # The parent run id: the experiment may have other unfinished searches.
-        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume", stop.parent_run_id])])
+        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
         print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print_summary(space, rows, parent_run_id, options.tracking_uri, time.monotonic() - start)
-    return 0 if rows else 1
-
-
-def optuna_storage_uri(uri: str | None) -> str | None:
-    """A bare postgresql:// URL with the PostgreSQL driver gantune installs (see the server's)."""
-    if uri is None:
-        return None
-    from gantune.mlflow_server.server import ServerError, with_installed_postgres_driver
-
-    try:
-        return with_installed_postgres_driver(uri)
-    except ServerError as exc:
-        raise UserError(f"--optuna-storage {exc}") from exc
-
-
-def check_tracking(tracking_uri: str) -> None:
-    """Fail before Ray starts (exit 2) when the tracking server does not answer."""
-    from gantune.mlflow_server import TrackingUnreachableError, check_tracking_reachable
-
-    try:
-        check_tracking_reachable(tracking_uri)
-    except TrackingUnreachableError as exc:
-        raise UserError(str(exc)) from exc
+    print_summary(space, result)
+    return 0 if result.leaderboard else 1
 
 
 def check_store(tracking_uri: str) -> None:
     """For a command that reads a finished search: the store exists (a local one is not created
-    by looking into it) and a server answers."""
-    from .tracking import missing_store
+    by looking into it) and a server answers (gantune.api.store)."""
+    from gantune import api
 
-    if reason := missing_store(tracking_uri):
-        raise UserError(reason)
-    check_tracking(tracking_uri)
+    api.store(tracking_uri)
 
 
-def print_summary(space, rows, parent_run_id: str, tracking_uri: str, seconds: float) -> None:
+def print_summary(space, result) -> None:
+    """A SearchResult as `gantune search` ends: the leaderboard, then where to see the runs."""
     from .leaderboard import format_table, gan_cache_line, leaderboard_columns
 
-    print(f"\nLeaderboard ({len(rows)} trials, {seconds:.0f} s), parent run {parent_run_id}:")
+    rows = result.leaderboard
+    print(f"\nLeaderboard ({len(rows)} trials, {result.seconds:.0f} s), parent run {result.parent_run_id}:")
     print(format_table(rows, leaderboard_columns(space)))
     print(gan_cache_line(rows))
-    from mlflow.tracking import MlflowClient
-
-    from .mlflow_ui import APP_NAME
-    from .tracking import runs_page_url
-
-    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
-    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
-        mlflow_exe = Path(sys.executable).with_name("mlflow")
-        # --app-name gantune: the UI opens in model-training mode (search/mlflow_ui.py).
-        print(
-            f"\nOpen the MLflow UI on this experiment's runs:\n  {mlflow_exe} ui --app-name {APP_NAME} "
-            f"--backend-store-uri {tracking_uri} --port 5000\n"
-            f"  then browse {runs_page_url('http://127.0.0.1:5000', experiment_id)}"
-        )
+    if result.ui_command:
+        print(f"\nOpen the MLflow UI on this experiment's runs:\n  {result.ui_command}\n"
+              f"  then browse {result.runs_url}")
     else:
-        print(f"\nMLflow UI, this experiment's runs: {runs_page_url(tracking_uri, experiment_id)}")
+        print(f"\nMLflow UI, this experiment's runs: {result.runs_url}")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:

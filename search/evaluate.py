@@ -722,9 +722,11 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
 def evaluate_main(args) -> int:
     from .gan_cache import cache_location
 
-    text, _ = evaluate(args.tracking_uri, args.experiment, args.split, args.seeds, args.data,
-                       progress=write_line, dry_run=args.dry_run, fractions=args.train_fraction,
-                       gan_cache=cache_location(args.storage_path, args.gan_cache, args.no_gan_cache),
-                       trial=args.trial)
-    print(text)
+    from gantune import api
+
+    result = api.evaluate(args.experiment, tracking_uri=args.tracking_uri, split=args.split, seeds=args.seeds,
+                          data=args.data, dry_run=args.dry_run, train_fraction=args.train_fraction,
+                          gan_cache=cache_location(args.storage_path, args.gan_cache, args.no_gan_cache),
+                          trial=args.trial, progress=write_line)
+    print(result.text)
     return 0

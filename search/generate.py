@@ -257,10 +257,11 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def generate_main(args) -> int:
-    metadata = generate(
-        args.model_uri, args.num, args.out, args.format, args.seed, args.tracking_uri, not args.no_filter,
-        overwrite=args.overwrite,
-    )
+    from gantune import api
+
+    metadata = api.generate(args.model_uri, args.num, args.out, format=args.format, seed=args.seed,
+                            tracking_uri=args.tracking_uri, use_filter=not args.no_filter,
+                            overwrite=args.overwrite).metadata
     print(f"wrote {sum(metadata['counts'].values())} images ({metadata['counts']}) as {args.format} to {args.out}")
     short = {name: n for name, n in metadata["counts"].items() if n < args.num}
     if short:

@@ -249,29 +249,43 @@ def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
 def promote(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: str | None = None,
             model_name: str | None = None, alias: str = "champion", force: bool = False, rank_by: str | None = None):
     """Pick, gate and register; returns (Choice, ModelVersion). Raises PromoteError on refusal."""
+    choice, version = choose_and_register(tracking_uri, experiment, metric, mode, model_name, alias, force, rank_by)
+    if version is None:
+        raise PromoteError(refusal(choice))
+    return choice, version
+
+
+def choose_and_register(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: str | None = None,
+                        model_name: str | None = None, alias: str = "champion", force: bool = False,
+                        rank_by: str | None = None):
+    """(Choice, the registered ModelVersion, or None when the gate refused and not `force`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     choice = choose(client, experiment, metric, mode, rank_by)
     if not choice.allowed and not force:
-        raise PromoteError(f"{choice.explain()}\nin search {choice.search.info.run_id}; nothing registered "
-                           f"(--force registers it anyway, tagged gantune.forced=true)")
-    version = register(client, choice, model_name or f"{experiment}-generator", alias, force)
-    return choice, version
+        return choice, None
+    return choice, register(client, choice, model_name or f"{experiment}-generator", alias, force)
+
+
+def refusal(choice: Choice) -> str:
+    return (f"{choice.explain()}\nin search {choice.search.info.run_id}; nothing registered "
+            f"(--force registers it anyway, tagged gantune.forced=true)")
 
 
 def promote_main(args) -> int:
-    choice, version = promote(args.tracking_uri, args.experiment, args.metric, args.mode, args.model_name, args.alias,
-                              args.force, args.rank_by)
-    why = (
-        "promoted because it passes the gate"
-        if choice.allowed
-        else "FORCED past the gate (--force; tagged gantune.forced=true)"
-    )
+    from gantune import api
+
+    result = api.promote(args.experiment, tracking_uri=args.tracking_uri, metric=args.metric, mode=args.mode,
+                         model_name=args.model_name, alias=args.alias, force=args.force, rank_by=args.rank_by)
+    if not result.promoted:
+        raise PromoteError(result.refusal)
+    why = "FORCED past the gate (--force; tagged gantune.forced=true)" if result.forced else (
+        "promoted because it passes the gate")
     print(
-        f"{choice.explain()}\n{why}.\n"
-        f"{version.name} version {version.version} is @{args.alias}: trial run {choice.best.info.run_id} "
-        f"({choice.metric}={choice.value:.4g}, real-only baseline {choice.baseline_text}) "
-        f"of search {choice.search.info.run_id}\n  load it with: models:/{version.name}@{args.alias}"
+        f"{result.why}\n{why}.\n"
+        f"{result.model_name} version {result.version} is @{result.alias}: trial run {result.trial_run_id} "
+        f"({result.metric}={result.value:.4g}, real-only baseline {result.baseline}) "
+        f"of search {result.search_run_id}\n  load it with: {result.model_uri}"
     )
     return 0
