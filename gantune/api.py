@@ -82,6 +82,7 @@ class PromoteResult:
 @dataclass(frozen=True)
 class GenerateResult:
     out: Path
+    """The output folder, absolute."""
     files: list[Path] = field(repr=False)
     """Every image file written (one .npz for format npz), metadata.json not included."""
     metadata_path: Path
@@ -307,6 +308,6 @@ def generate(model_uri: str, num: int, out: str | Path, *, format: str = "png", 
     from gantune.search import generate as gen
 
     metadata = gen.generate(model_uri, num, out, format, seed, store(tracking_uri), use_filter, overwrite=overwrite)
-    out = Path(out)
+    out = Path(out).resolve()
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "metadata.json")
     return GenerateResult(out, files, out / "metadata.json", dict(metadata["counts"]), metadata)

@@ -45,3 +45,4 @@ def test_the_readme_example_runs_and_its_results_hold_what_it_prints(tmp_path):
     assert Path(metadata) == tmp_path / "synthetic-api" / "metadata.json"
     assert {"best_config", "real_only"} <= set(methods) and logged
     assert "/#/experiments/" in proc.stdout and (tmp_path / "mlflow.db").exists()
+    print(proc.stdout)  # shown with -s

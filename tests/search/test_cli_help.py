@@ -32,3 +32,19 @@ def test_purposes_are_one_line_in_the_command_list():
     assert set(purposes) >= {"search", "report", "evaluate", "promote", "generate", "server", "data"}
     for name, text in purposes.items():
         assert text and "\n" not in text and ". " not in text, f"{name}: {text!r}"
+
+
+def test_help_and_importing_the_api_load_no_heavy_library():
+    """`gantune --help` and `import gantune` (the Python API) pay for nothing they do not run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gantune\n"
+        "from gantune.search import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert callable(gantune.search) and callable(gantune.promote)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'mlflow', 'optuna', 'monai'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
