@@ -88,7 +88,7 @@ def listen(storage: str, host: str, port: int):
 def dashboard_main(args) -> int:
     from mlflow.tracking import MlflowClient
 
-    from .cli import optuna_storage_uri
+    from gantune.api import optuna_storage_uri
 
     storage, name, run_id = find_study(MlflowClient(args.tracking_uri), args.experiment,
                                        optuna_storage_uri(args.optuna_storage))
