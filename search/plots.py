@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gantune.trainables import outcome
+
 from .leaderboard import row_usable
 
 PLOT_DPI = 110
@@ -124,16 +126,14 @@ def ratio_plot(rows: list[dict], space, out: Path) -> Path:
     metric = space.search.metric
     fig, ax = plt.subplots(figsize=(7, 4.5))
     points = [(r, trial_ratio(r, space)) for r in rows if row_usable(r, metric)]
-    gan = [(r, x) for r, x in points if not r["baseline"]]
+    gan = [(r, x) for r, x in points if not r["baseline"] and r["outcome"] == outcome.FINISHED]
+    stopped = [(r, x) for r, x in points if not r["baseline"] and r["outcome"] != outcome.FINISHED]
     if gan:
-        ax.scatter(
-            [x for _, x in gan],
-            [r[metric] for r, _ in gan],
-            s=40,
-            color="tab:blue",
-            label="GAN-augmented trials",
-            zorder=3,
-        )
+        ax.scatter([x for _, x in gan], [r[metric] for r, _ in gan], s=40, color="tab:blue",
+                   label="GAN-augmented trials, complete", zorder=3)
+    if stopped:  # hollow: a mean over fewer folds, not comparable with the complete trials'
+        ax.scatter([x for _, x in stopped], [r[metric] for r, _ in stopped], s=40, facecolors="none",
+                   edgecolors="0.45", label="stopped early (mean of the folds run)", zorder=3)
     for name, marker, color in (("real_only", "*", "tab:red"), ("classic_aug", "D", "tab:green")):
         base = [(r, x) for r, x in points if r["baseline"] == name]
         if not base:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from .leaderboard import RANK_BY, fixed_folds, paired_to_baseline, rank_complete_runs
 from .runs import (
     add_fold_values,
+    evaluation_runs,
     RunsError,
     experiment_and_latest_search,
     resolved_space,
@@ -33,7 +34,6 @@ from .runs import (
 )
 
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model version tag value
-EVALUATION_FILTER = "tags.`gantune.role` = 'evaluation' and tags.`mlflow.parentRunId` = '{parent}'"
 
 
 class PromoteError(ValueError):
@@ -126,10 +126,6 @@ def search_folds(client, search_run) -> tuple[int, int]:
 
 def has_generator(client, run_id: str) -> bool:
     return any(a.path == "generator/MLmodel" for a in client.list_artifacts(run_id, "generator"))
-
-
-def evaluation_runs(client, experiment_id: str, search_run_id: str) -> list:
-    return client.search_runs([experiment_id], EVALUATION_FILTER.format(parent=search_run_id), max_results=1000)
 
 
 def gate(best, baseline, paired, evaluations: list, metric: str, mode: str, total_folds: int) -> tuple[Check, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import json
 import math
 import shutil
 import tempfile
@@ -26,13 +27,17 @@ import optuna
 
 from .leaderboard import (
     TrialResult,
+    fixed_folds,
     format_table,
     leaderboard_columns,
     leaderboard_rows,
     outcome_counts,
     run_usable,
     table_cells,
+    trial_outcome,
 )
+from gantune.trainables import outcome
+
 from .plots import ratio_plot, save_axes
 from .runs import SearchView, load_search
 
@@ -67,16 +72,28 @@ def finite_value(run, metric: str) -> float | None:
     return run.data.metrics[metric] if run_usable(run, metric) else None
 
 
+def trial_outcomes(view: SearchView) -> dict[str, str]:
+    """trial id -> how it ended (trainables/outcome.py: finished = every fold ran, stopped early, ...)."""
+    total = fixed_folds(view.space.fixed)[0]
+    return {t: trial_outcome(run.info.status == "FAILED", run.data.metrics, total) for t, run in view.trials.items()}
+
+
 def optuna_study(view: SearchView) -> optuna.Study:
-    """The search rebuilt as an in-memory Optuna study, trials in the order they started."""
+    """The search rebuilt as an in-memory Optuna study, trials in the order they started. A trial
+    the scheduler stopped is PRUNED, its mean over the folds it ran an intermediate value at that
+    fold, so Optuna's plots and importances take only complete trials."""
     study = optuna.create_study(direction="maximize" if view.space.search.mode == "max" else "minimize")
     distributions = view.space.optuna_space()
+    outcomes = trial_outcomes(view)
+    State = optuna.trial.TrialState
     for trial_id, run in view.trials.items():
         value = finite_value(run, view.metric)
         params = view.params[trial_id]
+        stopped = value is not None and outcomes[trial_id] == outcome.STOPPED
         study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL,
-            value=value, params=params, distributions={k: distributions[k] for k in params},
+            state=State.PRUNED if stopped else State.COMPLETE if value is not None else State.FAIL,
+            value=None if stopped else value, params=params, distributions={k: distributions[k] for k in params},
+            intermediate_values={int(run.data.metrics.get("folds_done", 1)): value} if stopped else None,
             user_attrs={"trial_id": trial_id},
         ))
     return study
@@ -93,8 +110,13 @@ OPTUNA_PLOTS = {
 """File stem -> (optuna.visualization.matplotlib function, figure size in inches)."""
 
 
-def optuna_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path], list[str]]:
-    """(written pngs, notes on plots that could not be drawn, e.g. too few finished trials)."""
+IMPORTANCE_MIN_TRIALS = 20
+"""Below this many complete trials a report says that the importances are a hint, not a finding."""
+
+
+def optuna_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path], list[str], dict[str, str]]:
+    """(written pngs, notes on plots that could not be drawn, e.g. too few finished trials, the
+    caveat to print under a plot: file stem -> text)."""
     from optuna.visualization import matplotlib as vis
 
     written, notes = [], []
@@ -110,10 +132,37 @@ def optuna_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path
                 notes.append(f"{stem}: not drawn ({exc})")
                 plt.close("all")
                 continue
+        if stem == "parallel_coordinate":
+            readable_lines(ax)
         path = out / f"{stem}.png"
         save_axes(ax, path, size)
         written.append(path)
-    return written, notes
+    return written, notes, plot_caveats(study)
+
+
+def readable_lines(ax) -> None:
+    """Optuna draws parallel coordinates in 'Blues' on a grey background, where the low scores'
+    near-white lines vanish: a colour map that is dark at both ends, on white."""
+    from matplotlib.collections import LineCollection
+
+    ax.set_facecolor("white")
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            collection.set_cmap("viridis")
+            collection.set_linewidth(1.8)
+    for image in ax.figure.axes[1:]:  # the colour bar follows its mappable
+        image.set_facecolor("white")
+
+
+def plot_caveats(study: optuna.Study) -> dict[str, str]:
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if complete >= IMPORTANCE_MIN_TRIALS:
+        return {}
+    return {"param_importances": (
+        f"Hyperparameter importances computed from only {complete} complete trial{'s' if complete != 1 else ''} "
+        f"(a random forest fitted to them, fANOVA): with fewer than {IMPORTANCE_MIN_TRIALS} the ranking changes "
+        "with each added trial. Read it as a hint where to look, not as a finding."
+    )}
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -125,19 +174,67 @@ def embedded_img(path: Path, alt: str, width: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{size}>'
 
 
-def figure(path: Path, width: int | None = None) -> str:
-    """An embedded PNG captioned with its file name: the one place file names become HTML.
-    Names come from runs (class names, the metric in a plot's name), so they are escaped."""
-    return f"<figure>{embedded_img(path, path.stem, width)}<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+def figure(path: Path, width: int | None = None, caption: str | None = None) -> str:
+    """An embedded PNG captioned with its file name (or `caption`): the one place file names
+    become HTML. Names come from runs (class names, the metric in a plot's name), so they are escaped."""
+    text = html.escape(caption if caption is not None else path.stem)
+    return f"<figure>{embedded_img(path, path.stem, width)}<figcaption>{text}</figcaption></figure>"
 
 
-def html_table(rows: list[dict], columns: list[str]) -> str:
+def html_table(rows: list[dict], columns: list[str], first_bold: bool = False) -> str:
     # The same cells as the terminal table (leaderboard.table_cells).
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_cells(rows, columns)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    css = ' class="best"' if first_bold else ""
+    return f'<div class="wide"><table{css}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+REPORT_METRICS = ("val_sensitivity", "val_specificity")
+"""Shown next to the ranking metric in report.html's tables (mean over the folds a trial ran)."""
+
+
+def report_columns(view: SearchView) -> list[str]:
+    """The leaderboard's columns with sensitivity and specificity after the metric's worst fold."""
+    columns = leaderboard_columns(view.space)
+    at = columns.index(view.metric) + 1 + (f"{view.metric}_min_fold" in columns)
+    extra = [m for m in REPORT_METRICS if m not in columns]
+    return ["rank", *columns[:at], *extra, *columns[at:]]
+
+
+def with_report_metrics(view: SearchView, rows: list[dict]) -> list[dict]:
+    """Rows with the REPORT_METRICS of their runs and a rank among the complete trials ('' for the rest)."""
+    out, rank = [], 0
+    for row in rows:
+        metrics = view.trials[row["trial_id"]].data.metrics
+        complete = row["outcome"] == outcome.FINISHED and math.isfinite(row[view.metric])
+        rank += complete
+        out.append({**row, **{m: float(metrics.get(m, math.nan)) for m in REPORT_METRICS},
+                    "rank": str(rank) if complete else ""})
+    return out
+
+
+def leaderboard_section(view: SearchView, rows: list[dict]) -> str:
+    """Complete trials ranked; trials the scheduler stopped early and failed ones below, unranked."""
+    columns = report_columns(view)
+    rows = with_report_metrics(view, rows)
+    complete = [r for r in rows if r["rank"]]
+    stopped = [r for r in rows if not r["rank"] and r["outcome"] == outcome.STOPPED]
+    failed = [r for r in rows if not r["rank"] and r["outcome"] != outcome.STOPPED]
+    total = fixed_folds(view.space.fixed)[0]
+    parts = [f"<h2>Leaderboard: complete trials ({len(complete)}), ranked</h2>",
+             f"<p>Each ran all {total} folds; ranked by {html.escape(view.metric)}, the mean over its folds.</p>",
+             html_table(complete, columns, first_bold=True) if complete else "<p>No trial ran every fold.</p>"]
+    if stopped:
+        parts += [f"<h2>Stopped early by the scheduler ({len(stopped)}), not ranked</h2>",
+                  "<p>ASHA ended these after fewer folds than the others: their value is the mean of the folds "
+                  "they ran (folds_done), so it does not compare with a complete trial's and they are left out of "
+                  "the ranking, the Optuna plots and the importances.</p>", html_table(stopped, columns)]
+    if failed:
+        parts += [f"<h2>Failed, diverged or out of memory ({len(failed)}), not ranked</h2>",
+                  html_table(failed, columns)]
+    return "".join(parts)
 
 
 def trial_images(client, run_id: str, folder: str, out: Path) -> list[Path]:
@@ -145,56 +242,133 @@ def trial_images(client, run_id: str, folder: str, out: Path) -> list[Path]:
     return [Path(client.download_artifacts(run_id, name, str(out))) for name in names]
 
 
+def real_and_synthetic(real: list[Path], synthetic: list[Path]) -> str:
+    """One row per class: the real grid (if the search logged one) beside the synthetic one."""
+    by_name = {p.name: p for p in real}
+    rows = []
+    for grid in synthetic:
+        pair = by_name.get(grid.name)
+        left = figure(pair, caption=f"real: {pair.stem}") if pair else "<p>(no real grid logged)</p>"
+        rows.append(f'<div class="pair">{left}{figure(grid, caption=f"synthetic: {grid.stem}")}</div>')
+    return "".join(rows)
+
+
 def samples_section(client, view: SearchView, rows: list[dict], out: Path) -> str:
-    """Sample grids (and ROC curve) of the best trial that made synthetic images."""
-    for rank, row in enumerate(rows):
+    """The best complete trial that made synthetic images: its sample grids beside real images of
+    each class (the search's data/real grids), and its ROC curve and confusion matrix."""
+    from .tracking import REAL_GRIDS
+
+    real = trial_images(client, view.search.info.run_id, REAL_GRIDS, out / "real")
+    complete = [r for r in rows
+                if r["outcome"] == outcome.FINISHED and finite_value(view.trials[r["trial_id"]], view.metric)]
+    for rank, row in enumerate(complete):
         run = view.trials[row["trial_id"]]
-        if finite_value(run, view.metric) is None:
-            continue
-        grids = trial_images(client, run.info.run_id, "samples", out / row["trial_id"])
+        grids = [p for p in trial_images(client, run.info.run_id, "samples", out / row["trial_id"])
+                 if "_unrefined_vs_refined" not in p.stem]
         if not grids:
             continue
         note = (
-            "the best trial"
+            "the best complete trial"
             if rank == 0
-            else f"the best trial with synthetic images (rank {rank + 1}; the best is a baseline)"
+            else f"the best complete trial with synthetic images (rank {rank + 1}; the best is a baseline)"
         )
-        figures = "".join(figure(p) for p in grids)
-        roc = trial_images(client, run.info.run_id, "plots", out / row["trial_id"])
-        plots = "".join(figure(p, 360) for p in roc)
+        plots = "".join(figure(p, 420) for p in trial_images(client, run.info.run_id, "plots", out / row["trial_id"]))
         return (
-            f"<h2>Samples of trial {html.escape(row['trial_id'])}</h2>"
+            f"<h2>Samples of trial {html.escape(row['trial_id'])}, beside real images</h2>"
             f"<p>{note}: {html.escape(view.metric)} = {row[view.metric]:.4g}, run {html.escape(run.info.run_id)}. "
-            "Grids use the same latent seed in every trial, so they compare across trials.</p>"
-            f'<div class="row">{figures}</div><div class="row">{plots}</div>'
+            "Left: training-pool images of the class (never test images); right: the trial's generator, from the "
+            "latent seed every trial uses, so grids compare across trials.</p>"
+            f"{real_and_synthetic(real, grids)}<div class=\"row\">{plots}</div>"
         )
-    return "<h2>Samples</h2><p>No finished trial logged sample grids (every trial was a baseline or failed).</p>"
+    return ("<h2>Samples</h2><p>No complete trial logged sample grids (every complete trial was a baseline, or "
+            "none ran every fold).</p>")
+
+
+EVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
+
+
+def evaluation_section(client, view: SearchView) -> str:
+    """The latest finished `gantune evaluate` run of the search: test-split mean ± sd per method
+    and the paired difference of best_config to the stronger baseline."""
+    from .runs import evaluation_runs
+
+    finished = [r for r in evaluation_runs(client, view.search.info.experiment_id, view.search.info.run_id)
+                if r.info.status == "FINISHED"]
+    if not finished:
+        return ("<h2>Test split</h2><p>No evaluation run yet: `gantune evaluate --experiment "
+                f"{html.escape(view.experiment)}` refits the best configuration and the baselines and scores "
+                "them once on the test split; this section then shows the result.</p>")
+    run = finished[0]
+    m, params = run.data.metrics, run.data.params
+    methods = [k.removeprefix("test_").removesuffix("_auc_mean") for k in m
+               if k.startswith("test_") and k.endswith("_auc_mean")]
+    order = {name: i for i, name in enumerate(("best_config", "real_only", "classic_aug", "trivial_aug"))}
+    methods.sort(key=lambda name: order.get(name, len(order)))
+
+    def cell(method: str, metric: str) -> str:
+        mean, sd = m.get(f"test_{method}_{metric}_mean", math.nan), m.get(f"test_{method}_{metric}_sd", math.nan)
+        return f"{mean:.4f}" + (f" ± {sd:.4f}" if math.isfinite(sd) else "")
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("method", *EVAL_METRICS))
+    body = "".join("<tr>" + f"<td>{html.escape(meth)}</td>" + "".join(f"<td>{cell(meth, k)}</td>" for k in EVAL_METRICS)
+                   + "</tr>" for meth in methods)
+    delta = m.get("paired_delta_auc", math.nan)
+    low, high = m.get("paired_delta_auc_ci_low", math.nan), m.get("paired_delta_auc_ci_high", math.nan)
+    baseline = params.get("better_baseline", "the stronger baseline")
+    paired = (f"<p>best_config - {html.escape(baseline)}, test AUC: {delta:+.4f}, 95% t interval over the paired "
+              f"seeds [{low:+.4f}, {high:+.4f}].</p>" if math.isfinite(delta) else "")
+    return (f"<h2>Test split (evaluation run {html.escape(run.info.run_id)})</h2>"
+            f"<p>Mean ± sd over seeds {html.escape(params.get('seeds', '?'))}, the same seeds for every method, on "
+            "the untouched test split.</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{paired}")
 
 
 HTML_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f0f0f0}tr:first-child td{font-weight:bold}.row{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0}figcaption{font-size:12px;color:#555;text-align:center}.note{color:#a40}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;padding:0 1em;color:#222}
+.wide{overflow-x:auto}table{border-collapse:collapse;font-size:12px}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}table.best tbody tr:first-child td{font-weight:bold}.row{display:flex;flex-wrap:wrap;gap:12px}
+.pair{display:flex;gap:16px;margin-bottom:10px}.pair figure{flex:1}
+figure{margin:0 0 12px 0}figcaption{font-size:13px;color:#555;text-align:center}.note{color:#a40}
 img{max-width:100%;image-rendering:pixelated}
 """
 
 
 def write_html(
-    path: Path, view: SearchView, title_lines: list[str], table: str, plots: list[Path], notes: list[str], samples: str
+    path: Path, view: SearchView, title_lines: list[str], table: str, plots: list[Path], notes: list[str], samples: str,
+    caveats: dict[str, str] | None = None, evaluation: str = "",
 ) -> None:
-    images = "".join(figure(p) for p in plots)
+    caveats = caveats or {}
+    images = "".join(figure(p) + (f'<p class="note">{html.escape(caveats[p.stem])}</p>' if p.stem in caveats else "")
+                     for p in plots)
     notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     head = "".join(f"<p>{html.escape(line)}</p>" for line in title_lines)
     path.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>gantune report: {html.escape(view.experiment)}</title>"
         f"<style>{HTML_STYLE}</style></head><body><h1>gantune report: {html.escape(view.experiment)}</h1>{head}"
-        f"<h2>Leaderboard</h2>{table}<h2>Plots</h2>{notes_html}<div class='row'>{images}</div>{samples}</body></html>"
+        f"{table}{evaluation}<h2>Plots (complete trials)</h2>{notes_html}<div>{images}</div>{samples}</body></html>"
     )
 
 
 # --- the command ----------------------------------------------------------------------------
+
+
+def positive_class_line(client, view: SearchView) -> str:
+    """Which class sensitivity and the ROC curves are about (data.positive_class, named by the
+    search's data/summary.json when it logged one)."""
+    from gantune.trainables.config import TrialConfig
+
+    positive = TrialConfig.from_flat(view.space.fixed).data.positive_class
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = json.loads(Path(client.download_artifacts(view.search.info.run_id, "data/summary.json", tmp))
+                                 .read_text())
+        name = f"'{summary['class_names'][positive]}'"
+    except Exception:  # noqa: BLE001 - an older or hand-made search without the summary
+        name = f"class {positive}"
+    return (f"Positive class: {name} (data.positive_class = {positive}): sensitivity is its recall, specificity "
+            "the other classes' recall, and each trial's ROC curve is drawn for it.")
 
 
 def summary_lines(view: SearchView, rows: list[dict]) -> list[str]:
@@ -204,8 +378,8 @@ def summary_lines(view: SearchView, rows: list[dict]) -> list[str]:
     lines = [
         f"Experiment '{view.experiment}', search run {search.info.run_id} "
         f"({search.data.tags.get('mlflow.runName', '')}, started {started})",
-        f"{len(rows)} trials ({counts or 'none'}); ranked by {view.metric} ({view.space.search.mode}), "
-        "the mean over the folds each trial ran",
+        f"{len(rows)} trials ({counts or 'none'}); complete trials ranked by {view.metric} ({view.space.search.mode}), "
+        "the mean over their folds",
     ]
     for name in view.space.search.baselines:
         base = [r for r in rows if r["baseline"] == name and math.isfinite(r[view.metric])]
@@ -220,15 +394,15 @@ def build_report(client, experiment: str, top: int, out: Path) -> tuple[SearchVi
     rows = leaderboard(view)
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    plots, notes = optuna_plots(optuna_study(view), view.metric, plots_dir)
+    plots, notes, caveats = optuna_plots(optuna_study(view), view.metric, plots_dir)
     plots.append(ratio_plot(rows, view.space, plots_dir))
-    columns = leaderboard_columns(view.space)
     lines = summary_lines(view, rows)
     with tempfile.TemporaryDirectory() as tmp:
         samples = samples_section(client, view, rows, Path(tmp))
-        write_html(out / HTML_NAME, view, lines, html_table(rows, columns), plots, notes, samples)
-    table = format_table(rows[:top], columns)
-    lines += [f"\nTop {min(top, len(rows))} of {len(rows)} trials:", table, *notes]
+        write_html(out / HTML_NAME, view, [*lines, positive_class_line(client, view)], leaderboard_section(view, rows),
+                   plots, notes, samples, caveats, evaluation_section(client, view))
+    table = format_table(rows[:top], leaderboard_columns(view.space))
+    lines += [f"\nTop {min(top, len(rows))} of {len(rows)} trials:", table, *notes, *caveats.values()]
     return view, rows, lines, [*plots, out / HTML_NAME]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .space import Space, make_search_settings
 
+EVALUATION_FILTER = "tags.`gantune.role` = 'evaluation' and tags.`mlflow.parentRunId` = '{parent}'"
 TRIAL_FILTER = "tags.`gantune.role` = 'trial' and tags.`mlflow.parentRunId` = '{parent}'"
 RESOLVED_SPACE = "config/resolved_space.json"
 TRIAL_CONFIG = "config/trial_config.json"
@@ -60,6 +61,12 @@ def trial_runs(client, experiment_id: str, parent_run_id: str, extra_filter: str
     """The trial runs of one search (optionally narrowed by an extra `and ...` filter clause)."""
     query = TRIAL_FILTER.format(parent=parent_run_id) + (f" and {extra_filter}" if extra_filter else "")
     return client.search_runs([experiment_id], query, order_by=order_by, max_results=10_000)
+
+
+def evaluation_runs(client, experiment_id: str, search_run_id: str) -> list:
+    """The `gantune evaluate` runs of one search, newest first."""
+    return client.search_runs([experiment_id], EVALUATION_FILTER.format(parent=search_run_id), max_results=1000,
+                              order_by=["attributes.start_time DESC"])
 
 
 def add_fold_values(client, runs: list, metric: str) -> list:

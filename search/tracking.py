@@ -166,6 +166,34 @@ def log_dataset(client: MlflowClient, run_id: str, data, skipped_files) -> None:
     test_files = getattr(data, "test_files", ())
     if test_files:
         client.log_text(run_id, "\n".join(map(str, test_files)) + "\n", "data/test_split_files.txt")
+    log_real_grids(client, run_id, pool)
+
+
+REAL_GRIDS = "data/real"
+"""Parent-run folder of the real-image grids, one per class (class_<label>_<name>.png), that a
+report shows beside a trial's synthetic samples/ grids of the same name."""
+
+
+def log_real_grids(client: MlflowClient, run_id: str, pool, seed: int = 0) -> None:
+    """A grid of pool images per class (as many as a trial's sample grid), drawn with a fixed seed
+    (never test images), laid out as the trials' sample grids are."""
+    import tempfile
+
+    import numpy as np
+
+    from gantune.trainables.plots import save_grid
+    from gantune.trainables.tracking import GRID_PER_CLASS
+
+    rng = np.random.default_rng(seed)
+    labels = pool.labels.numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, name in enumerate(pool.class_names):
+            indices = np.flatnonzero(labels == label)
+            if not len(indices):
+                continue
+            chosen = np.sort(rng.choice(indices, size=min(GRID_PER_CLASS, len(indices)), replace=False))
+            save_grid(pool.images[chosen], str(Path(tmp) / f"class_{label}_{name}.png"))
+        client.log_artifacts(run_id, tmp, REAL_GRIDS)
 
 
 def log_trial_deltas(

@@ -54,6 +54,9 @@ def save_roc(labels: np.ndarray, proba: np.ndarray, class_names, path: str, posi
         if 0 < (labels == c).sum() < len(labels):
             RocCurveDisplay.from_predictions(labels == c, proba[:, c], name=str(class_names[c]), ax=ax)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    if len(class_names) == 2:  # sklearn labels the axes "(Positive label: 1)", its boolean y_true's True
+        ax.set_xlabel("False positive rate (1 - specificity)")
+        ax.set_ylabel(f"True positive rate (sensitivity, {class_names[positive_class]})")
     positive = f" of {class_names[positive_class]} (positive class)" if len(class_names) == 2 else ", one vs rest"
     ax.set_title(f"ROC{positive}\nvalidation folds (out-of-fold)", fontsize=10)
     fig.tight_layout()

@@ -90,18 +90,21 @@ def test_leaderboard_ranks_and_deltas_against_the_tagged_baseline(view):
 def test_optuna_study_keeps_order_values_and_failures(view):
     study = optuna_study(view)
     states = [t.state for t in study.trials]
-    C, F = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
-    assert states == [C, C, C, F, F]  # the diverged trial's 0.0 is its failure, not a value
-    assert [t.value for t in study.trials[:3]] == [0.70, 0.75, 0.66]
+    C, F, P = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
+    assert states == [C, C, P, F, F]  # b ran 1 of 3 folds; the diverged trial's 0.0 is its failure, not a value
+    assert [t.value for t in study.trials[:2]] == [0.70, 0.75]
+    assert study.trials[2].value is None and study.trials[2].intermediate_values == {1: 0.66}  # its fold-1 mean
     assert study.best_value == 0.75 and study.best_trial.user_attrs["trial_id"] == "a"
     assert study.best_params == {"gan.lr": 2e-4, "gan.batch_size": 64, "synth.ratio": 1.5}
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
 
 
 def test_plots_are_pngs(view, tmp_path):
-    written, notes = optuna_plots(optuna_study(view), "val_auc", tmp_path)
+    written, notes, caveats = optuna_plots(optuna_study(view), "val_auc", tmp_path)
     written.append(ratio_plot(leaderboard(view), view.space, tmp_path))
     assert notes == []
+    # base and a; b stopped, two failed
+    assert "importances computed from only 2 complete trials" in caveats["param_importances"]
     assert sorted(p.name for p in written) == [
         "optimization_history.png", "parallel_coordinate.png", "param_importances.png", "ratio_vs_auc.png"
     ]
