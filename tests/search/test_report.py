@@ -180,6 +180,7 @@ def test_report_logs_plots_and_html_on_the_parent_run(served_search, tmp_path):
     assert len(images) >= 4 + 2  # the four plots and a sample grid per class
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert "Samples of trial" in page and "src=\"http" not in page  # self-contained
+    assert "real: class_0_" in page and "synthetic: class_0_" in page  # the search logged real grids (data/real)
     for run in trials:
         assert run.data.tags["gantune.trial_id"] in page
     assert (served_search.report_dir / "report.html").read_text() == page
