@@ -30,8 +30,10 @@ from urllib.parse import parse_qs, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_ARGS = ["--smoke-test", "--num-samples", "4", "--set", "data.folds=3", "--set", "gan.steps=40",
                "--max-concurrent", "2", "--seed", "0", "--quiet"]
-"""A smoke search of spaces/demo.yaml: 1 real_only baseline + 3 sampled trials over 3 folds (ASHA
-may stop some after a fold)."""
+"""A smoke search of spaces/demo.yaml: 1 real_only baseline + 3 sampled trials over 3 folds."""
+SCHEDULERS = {"asha": [], "fifo": ["--set", "search.scheduler=fifo"]}
+"""Each measured twice: as written (ASHA may stop trials after a fold, and those keep no generator
+under --keep-artifacts complete) and with every trial running all its folds."""
 ARTIFACT_ROUTE = re.compile(r"/api/2\.0/mlflow-artifacts/artifacts/[^/]+/(?P<run>[0-9a-f]{32})/artifacts/(?P<path>.*)")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -110,14 +112,14 @@ def counting_proxy(upstream: str, traffic: Traffic) -> ThreadingHTTPServer:
     return server
 
 
-def run_search(gantune: str, extra: list[str], work: Path, proxy_url: str, name: str) -> None:
+def run_search(gantune: str, space: str, extra: list[str], work: Path, proxy_url: str, name: str) -> None:
     env_drop = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in env_drop}
     ray_tmp = tempfile.mkdtemp(prefix="rtrf", dir="/tmp")  # short: Ray's unix socket paths
     env.update(OMP_NUM_THREADS="1", RAY_TMPDIR=ray_tmp)
-    cmd = [gantune, "search", str(ROOT / "spaces" / "demo.yaml"), *SEARCH_ARGS, *extra, "--experiment", name,
+    cmd = [gantune, "search", space, *SEARCH_ARGS, *extra, "--experiment", name,
            "--tracking-uri", proxy_url, "--storage-path", str(work / "ray_results")]
     try:
         done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3000)
@@ -152,7 +154,7 @@ def summarize(traffic: Traffic, client, name: str) -> dict:
     }
 
 
-def measure(gantune: str, extra: list[str], name: str) -> dict:
+def measure(gantune: str, space: str, extra: list[str], name: str) -> dict:
     from mlflow.tracking import MlflowClient
 
     from gantune.mlflow_server import ServerConfig, resolve, server_url, start_server, stop_server, wait_for_health
@@ -173,7 +175,7 @@ def measure(gantune: str, extra: list[str], name: str) -> dict:
                 traffic = Traffic()
                 proxy = counting_proxy(urlsplit(upstream).netloc, traffic)
                 try:
-                    run_search(gantune, extra, work, f"http://127.0.0.1:{proxy.server_address[1]}", name)
+                    run_search(gantune, space, extra, work, f"http://127.0.0.1:{proxy.server_address[1]}", name)
                 finally:
                     proxy.shutdown()
                 return summarize(traffic, MlflowClient(upstream), name)
@@ -181,34 +183,44 @@ def measure(gantune: str, extra: list[str], name: str) -> dict:
                 stop_server(proc)
 
 
-def mlflow_traffic(before_gantune: str | None = None) -> dict:
-    """Before and after, measured in the same run; ratios after / before per trial and per fold."""
+def mlflow_traffic(before_gantune: str | None = None, before_space: str | None = None) -> dict:
+    """Before and after, measured in the same run, for each scheduler; ratios after / before per
+    trial and per fold. `before_space`: the demo space file of the code before (its keys may
+    differ from this one's)."""
     here = str(Path(sys.executable).with_name("gantune"))
-    before_how = (f"{before_gantune} (another gantune, its defaults)" if before_gantune
+    demo = str(ROOT / "spaces" / "demo.yaml")
+    before_how = (f"{before_gantune} {before_space or demo} (another gantune, its defaults)" if before_gantune
                   else "this gantune with --keep-artifacts all")
-    print(f"  before: {before_how}", flush=True)
-    before = measure(before_gantune or here, [] if before_gantune else ["--keep-artifacts", "all"], "traffic-before")
-    print("  after: this gantune, --keep-artifacts complete (the default)", flush=True)
-    after = measure(here, [], "traffic-after")
-    ratios = {
-        key: after[key] / before[key] if before[key] else float("nan")
-        for key in ("trial_requests_per_fold", "trial_bytes_up_per_fold", "trial_requests_per_trial",
-                    "trial_bytes_up_per_trial")
-    }
-    return {"before": before, "after": after, "before_ran": before_how, "after_over_before": ratios,
-            "search": ["spaces/demo.yaml", *SEARCH_ARGS]}
+    result = {"before_ran": before_how, "search": ["spaces/demo.yaml", *SEARCH_ARGS]}
+    for scheduler, extra in SCHEDULERS.items():
+        print(f"  {scheduler}, before: {before_how}", flush=True)
+        before = measure(before_gantune or here, before_space or demo,
+                         extra + ([] if before_gantune else ["--keep-artifacts", "all"]), f"traffic-before-{scheduler}")
+        print(f"  {scheduler}, after: this gantune, --keep-artifacts complete (the default)", flush=True)
+        after = measure(here, demo, extra, f"traffic-after-{scheduler}")
+        ratios = {
+            key: after[key] / before[key] if before[key] else float("nan")
+            for key in ("trial_requests_per_fold", "trial_bytes_up_per_fold", "trial_requests_per_trial",
+                        "trial_bytes_up_per_trial")
+        }
+        result[scheduler] = {"before": before, "after": after, "after_over_before": ratios}
+    return result
 
 
 def print_traffic(result: dict) -> None:
-    for label in ("before", "after"):
-        r = result[label]
-        print(f"\n{label}: {r['trials']} trials, {r['folds']} folds, {r['trials_keeping_a_generator']} keep a "
-              f"generator; {r['requests']} requests, {r['bytes_up'] / 1e6:.2f} MB up in all")
-        print(f"  trial runs: {r['trial_requests_per_trial']:.1f} requests and "
-              f"{r['trial_bytes_up_per_trial'] / 1e3:.0f} kB up per trial; "
-              f"{r['trial_requests_per_fold']:.1f} requests and {r['trial_bytes_up_per_fold'] / 1e3:.0f} kB per fold")
-        print(f"  other (parent run, experiment, searches): {r['other_requests']} requests, "
-              f"{r['other_bytes_up'] / 1e3:.0f} kB up")
-        for route, c in r["by_route"].items():
-            print(f"    {route:70s} {c['requests']:5d} req {c['bytes_up'] / 1e3:9.1f} kB up")
-    print("\nafter / before:", {k: round(v, 3) for k, v in result["after_over_before"].items()})
+    for scheduler in SCHEDULERS:
+        for label in ("before", "after"):
+            r = result[scheduler][label]
+            print(f"\n{scheduler}, {label}: {r['trials']} trials, {r['folds']} folds, "
+                  f"{r['trials_keeping_a_generator']} keep a generator; {r['requests']} requests, "
+                  f"{r['bytes_up'] / 1e6:.2f} MB up in all")
+            print(f"  trial runs: {r['trial_requests_per_trial']:.1f} requests and "
+                  f"{r['trial_bytes_up_per_trial'] / 1e3:.0f} kB up per trial; "
+                  f"{r['trial_requests_per_fold']:.1f} requests and "
+                  f"{r['trial_bytes_up_per_fold'] / 1e3:.0f} kB per fold")
+            print(f"  other (parent run, experiment, searches): {r['other_requests']} requests, "
+                  f"{r['other_bytes_up'] / 1e3:.0f} kB up")
+            for route, c in r["by_route"].items():
+                print(f"    {route:70s} {c['requests']:5d} req {c['bytes_up'] / 1e3:9.1f} kB up")
+        ratios = result[scheduler]["after_over_before"]
+        print(f"\n{scheduler}, after / before:", {k: round(v, 3) for k, v in ratios.items()})

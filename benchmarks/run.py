@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--before-gantune", metavar="PATH",
                    help="mlflow_traffic: the gantune executable of the code before (default: this one with "
                         "--keep-artifacts all)")
+    p.add_argument("--before-space", metavar="PATH",
+                   help="mlflow_traffic: the demo space file of the code before (default: this one's)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file (merged into when it exists)")
     return p.parse_args(argv)
 
@@ -123,14 +125,18 @@ def traffic_suite(args) -> tuple[dict, dict, list]:
 
     print("[traffic] MLflow requests and bytes of a smoke search through a counting proxy, before and after",
           flush=True)
-    t = mlflow_traffic(args.before_gantune)
+    t = mlflow_traffic(args.before_gantune, args.before_space)
     print_traffic(t)
-    ratio = t["after_over_before"]["trial_bytes_up_per_fold"]
-    row = ("mlflow_bytes_per_fold_ratio", f"{ratio:.2f}", TARGETS["mlflow_bytes_per_fold_ratio"],
-           f"{t['after']['trial_bytes_up_per_fold'] / 1e3:.0f} vs {t['before']['trial_bytes_up_per_fold'] / 1e3:.0f} "
-           f"kB up per fold; {t['after']['trial_requests_per_fold']:.1f} vs "
-           f"{t['before']['trial_requests_per_fold']:.1f} requests per fold")
-    return {"mlflow_bytes_per_fold_ratio": ratio}, {"mlflow_traffic": t}, [row]
+    figures, rows = {}, []
+    for scheduler in ("asha", "fifo"):
+        before, after = t[scheduler]["before"], t[scheduler]["after"]
+        key = f"mlflow_bytes_per_fold_ratio_{scheduler}"
+        figures[key] = t[scheduler]["after_over_before"]["trial_bytes_up_per_fold"]
+        rows.append((key, f"{figures[key]:.2f}", TARGETS["mlflow_bytes_per_fold_ratio"],
+                     f"{after['trial_bytes_up_per_fold'] / 1e3:.0f} vs {before['trial_bytes_up_per_fold'] / 1e3:.0f} "
+                     f"kB up per fold; {after['trial_requests_per_fold']:.1f} vs "
+                     f"{before['trial_requests_per_fold']:.1f} requests per fold"))
+    return figures, {"mlflow_traffic": t}, rows
 
 
 def search_suite(args) -> tuple[dict, dict, list]:
