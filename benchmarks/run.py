@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
         figures, details, rows = quick_suite(args, load_medmnist_npz(BREASTMNIST).pool.images)
     info["load_avg_1_5_15_after"] = machine()["load_avg_1_5_15"]
-    write_results(figures, details, info, "search" if args.search else "bench", args.out)
+    suite = "search" if args.search else "mlflow_traffic" if args.only == "mlflow_traffic" else "bench"
+    write_results(figures, details, info, suite, args.out)  # the machine (and its load) per suite
     print()
     print_table(rows)
     print(f"\nwrote {args.out}; load average before {info['load_avg_1_5_15']}, after {info['load_avg_1_5_15_after']}"
