@@ -47,4 +47,4 @@ bench-search: $(STAMP)
 	$(PY) -m benchmarks.run --search
 
 clean:
-	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache report synth
+	rm -rf ray_results mlruns mlartifacts mlflow.db optuna.db .pytest_cache report synth
