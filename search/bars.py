@@ -13,5 +13,9 @@ def progress_bar(total: int, desc: str, unit: str) -> tqdm:
 
 
 def write_line(line: str) -> None:
-    """Print above any live bar instead of through it."""
+    """Print above any live bar instead of through it, flushed: in a log stdout is block-buffered,
+    and `evaluate`'s per-refit lines (minutes apart) would otherwise appear only at its end."""
+    import sys
+
     tqdm.write(line)
+    sys.stdout.flush()
