@@ -1,4 +1,4 @@
-"""Commands that read a finished search never create a store: run in another folder (the default
+"""Commands that read a search never create a store: run in another folder (the default
 store is per folder) they say which store they looked in, and a wrong experiment name lists the
 experiments that store has."""
 
@@ -14,6 +14,8 @@ READERS = [
     ["report", "--experiment", "demo"],
     ["evaluate", "--experiment", "demo"],
     ["generate", "models:/demo-generator@champion", "--num", "2", "--out", "synth"],
+    ["dashboard", "--experiment", "demo"],
+    ["gc", "--experiment", "demo", "--keep-top", "1"],
 ]
 
 
