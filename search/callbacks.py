@@ -91,6 +91,11 @@ class CloseTrialRuns(Callback):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_writer": None}  # a thread is not pickled with the Tuner
 
+    def __setstate__(self, state: dict) -> None:
+        if "client" in state:  # pickled by a gantune from before the writer: it kept an MlflowClient
+            state = {"tracking_uri": state.pop("client").tracking_uri, **state}
+        self.__dict__.update({"_writer": None, **state})
+
     @property
     def writer(self) -> RunWriter:
         if self._writer is None:

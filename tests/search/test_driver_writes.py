@@ -67,6 +67,19 @@ def test_trial_runs_are_closed_by_the_reported_run_id_on_a_writer_thread(search)
     assert restored._writer is None and restored.writer.flush(timeout=30)
 
 
+def test_a_callback_pickled_before_the_writer_existed_still_closes_runs(search):
+    """A search started by an older gantune pickled CloseTrialRuns with its MlflowClient; --resume
+    unpickles that state into this class."""
+    uri, client, experiment, parent = search
+    run_id = trial_run(client, experiment, parent, "t")
+    old = CloseTrialRuns.__new__(CloseTrialRuns)
+    old.__dict__.update(client=MlflowClient(uri), experiment_id=experiment, parent_run_id=parent)
+    restored = pickle.loads(pickle.dumps(old))
+    restored.on_trial_complete(0, [], trial("t", run_id))
+    restored.on_experiment_end([])
+    assert client.get_run(run_id).data.tags["gantune.outcome"] == "stopped early"  # closed by the writer
+
+
 def test_a_failed_write_is_reported_and_the_next_ones_still_run(search, capsys):
     uri, client, experiment, parent = search
     run_id = trial_run(client, experiment, parent, "t")
@@ -113,3 +126,40 @@ def test_max_concurrent_takes_auto_and_keeps_it_in_the_resolved_space():
     assert space.search.max_concurrent == "auto" and space.resolved()["search"]["max_concurrent"] == "auto"
     with pytest.raises(SystemExit):
         build_parser(load=("search",)).parse_args(["search", "spaces/demo.yaml", "--max-concurrent", "many"])
+
+
+def test_a_search_with_auto_concurrency_limits_its_searcher_to_the_clusters_slots(tmp_path, monkeypatch,
+                                                                                   breast_splits):
+    """run_search resolves 'auto' after joining Ray (a real local Ray of 3 CPUs), hands the number
+    to the searcher, and keeps 'auto' in the search record (a resume on another cluster matches)."""
+    import ray
+
+    from gantune.search import resume, tuner
+    from gantune.search.options import SearchOptions
+    from gantune.search.space import load_space
+
+    space = load_space("spaces/demo.yaml").with_overrides({"search.max_concurrent": "auto"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SearchOptions(experiment="auto", tracking_uri=uri, storage_path=str(tmp_path / "ray_results"))
+    seen = {}
+
+    class Stop:
+        def fit(self):
+            raise RuntimeError("stop here")
+
+    def capture(space, settings, options, record):
+        seen["limit"] = tuner.make_searcher(space, options.seed).max_concurrent
+        return Stop()
+
+    ray_tmp = tempfile.mkdtemp(prefix="rclu", dir="/tmp")
+    monkeypatch.setattr(tuner, "init_ray", lambda options, num_cpus: ray.init(
+        address="local", num_cpus=3, include_dashboard=False, _temp_dir=ray_tmp, log_to_driver=False))
+    monkeypatch.setattr(tuner, "make_tuner", capture)
+    try:
+        with pytest.raises(tuner.SearchFailed, match="stop here"):
+            tuner.run_search(space, breast_splits, options)
+    finally:
+        ray.shutdown()
+    assert seen["limit"] == 3  # 3 CPUs / 1 CPU per trial
+    (record,) = resume.read_records(options.storage_path, "auto")
+    assert record.resolved["search"]["max_concurrent"] == "auto"
