@@ -315,8 +315,10 @@ def evaluation_section(client, view: SearchView) -> str:
     delta = m.get("paired_delta_auc", math.nan)
     low, high = m.get("paired_delta_auc_ci_low", math.nan), m.get("paired_delta_auc_ci_high", math.nan)
     baseline = params.get("better_baseline", "the stronger baseline")
-    paired = (f"<p>best_config - {html.escape(baseline)}, test AUC: {delta:+.4f}, 95% t interval over the paired "
-              f"seeds [{low:+.4f}, {high:+.4f}].</p>" if math.isfinite(delta) else "")
+    spread = (f"95% t interval over the paired seeds [{low:+.4f}, {high:+.4f}]" if math.isfinite(low)
+              else "no interval (one seed; `--seeds 5` gives one)")
+    paired = (f"<p>best_config - {html.escape(baseline)}, test AUC: {delta:+.4f}, {spread}.</p>"
+              if math.isfinite(delta) else "")
     return (f"<h2>Test split (evaluation run {html.escape(run.info.run_id)})</h2>"
             f"<p>Mean ± sd over seeds {html.escape(params.get('seeds', '?'))}, the same seeds for every method, on "
             "the untouched test split.</p>"

@@ -151,3 +151,5 @@ def test_the_test_split_table_when_an_evaluation_run_exists(tmp_path):
     assert rows[0].startswith("<tr><td>best_config</td><td>0.8100 ± 0.0100</td>")  # best_config first
     assert rows[1].startswith("<tr><td>real_only</td><td>0.8500 ± 0.0100</td>")
     assert "-0.0400" in page and "[-0.1300, +0.0500]" in page
+    client.log_metric(run_id, "paired_delta_auc_ci_low", float("nan"))  # one seed: no interval
+    assert "no interval (one seed" in evaluation_section(client, view) and "nan" not in evaluation_section(client, view)
