@@ -320,7 +320,7 @@ def evaluation_section(client, view: SearchView) -> str:
     paired = (f"<p>best_config - {html.escape(baseline)}, test AUC: {delta:+.4f}, {spread}.</p>"
               if math.isfinite(delta) else "")
     return (f"<h2>Test split (evaluation run {html.escape(run.info.run_id)})</h2>"
-            f"<p>Mean ± sd over seeds {html.escape(params.get('seeds', '?'))}, the same seeds for every method, on "
+            f"<p>Mean ± sd over seed(s) {html.escape(params.get('seeds', '?'))}, the same seeds for every method, on "
             "the untouched test split.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{paired}")
 
