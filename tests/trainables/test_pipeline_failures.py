@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from gantune.trainables import pipeline
 from gantune.trainables.gans import DivergedError
 from gantune.trainables.pipeline import StudySettings, TrialOOMError, final_failure, trainable
+from gantune.trainables.tracking import RUN_ID_KEY
 
 
 @pytest.fixture
@@ -46,8 +47,9 @@ def harness(tmp_path, monkeypatch, breast_splits):
 
 def test_diverged_trial_reports_worst_value_and_fails_its_run(harness):
     run, report = harness.run(DivergedError("loss_g became nan at step 3; lower the learning rate"))
-    assert report == {"val_auc": 0.0, "folds_done": 0, "diverged": 1}
-    assert run.info.status == "FAILED"
+    # the worst value, the flag, and the trial's run id (the driver closes runs by it)
+    assert report == {"val_auc": 0.0, "folds_done": 0, "diverged": 1, RUN_ID_KEY: run.info.run_id}
+    assert run.info.status == "FAILED" and run.data.tags["gantune.outcome"] == "diverged"
     assert run.data.tags["gantune.failure_reason"] == "diverged: loss_g became nan at step 3; lower the learning rate"
 
 
@@ -58,7 +60,8 @@ def test_min_mode_worst_value_is_infinite(harness):
 
 def test_cuda_oom_becomes_a_typed_failure_with_a_hint(harness):
     run, report = harness.run(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert report == {"val_auc": 0.0, "folds_done": 0, "oom": 1}
+    assert report == {"val_auc": 0.0, "folds_done": 0, "oom": 1, RUN_ID_KEY: run.info.run_id}
+    assert run.data.tags["gantune.outcome"] == "out of memory"
     reason = run.data.tags["gantune.failure_reason"]
     assert reason.startswith("TrialOOMError: CUDA out of memory: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert "batch_size" in reason and "--gpus-per-trial" in reason
