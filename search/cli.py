@@ -161,7 +161,8 @@ def search_main(args) -> int:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 1
     except SearchInterrupted as stop:
-        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume"])])
+        # The parent run id: the experiment may have other unfinished searches.
+        again = shlex.join(["gantune", *args.argv, *([] if args.resume else ["--resume", stop.parent_run_id])])
         print(f"\ngantune: {stop}; Tune saved its state. Continue it with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(space, result)
