@@ -4,16 +4,14 @@ browser test (each search costs about a minute of the machine's two cores)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from chromium import browser  # noqa: F401 (the browser tests' fixture: headless Chromium)
-from ray_processes import sandbox  # noqa: F401 (the e2e tests' fixture: marked processes, private Ray temp dir)
+from ray_processes import BIN, free_port, sandbox  # noqa: F401 (sandbox: the e2e tests' fixture: marked processes, private Ray temp dir)
 
 from gantune.mlflow_server import (
     ServerConfig,
@@ -26,7 +24,6 @@ from gantune.mlflow_server import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 SERVED_EXPERIMENT = "served"
 
 
@@ -42,12 +39,6 @@ class ServedSearch:
     experiment_id: str
     report_dir: Path
     """--output copy of the report's files."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(args: list[str], workdir: Path, timeout: float) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from chromium import wait_in_browser
-from conftest import BIN, free_port
+from ray_processes import BIN, free_port  # not from conftest: later conftests take that name
 
 from gantune.search.dashboard import DashboardError, find_study
 from gantune.search.options import SearchOptions, default_optuna_storage

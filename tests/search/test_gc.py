@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ray_processes import free_port  # not from conftest: later conftests take that name
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -23,8 +24,6 @@ def tracking_uri(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mlflow.db'}"
         return
-    from conftest import free_port
-
     from gantune.mlflow_server import ServerConfig, resolve, server_url, start_server, stop_server, wait_for_health
 
     cfg = resolve(ServerConfig(port=free_port(), workers=1, workdir=tmp_path))

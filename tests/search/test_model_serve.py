@@ -15,7 +15,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import BIN, free_port
+from ray_processes import BIN, free_port  # not from conftest: later conftests take that name
 from mlflow.tracking import MlflowClient
 from test_promote_generate import make_search, tiny_gans  # noqa: F401 (tiny_gans: the fixture)
 

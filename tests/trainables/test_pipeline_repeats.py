@@ -37,6 +37,8 @@ def test_repeats_must_be_positive():
 
 
 class FakeRun:
+    run_id = "run0"  # every report carries it: the driver closes runs by id
+
     def __init__(self):
         self.events = []
 
