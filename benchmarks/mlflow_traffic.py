@@ -157,30 +157,19 @@ def summarize(traffic: Traffic, client, name: str) -> dict:
 def measure(gantune: str, space: str, extra: list[str], name: str) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from gantune.mlflow_server import ServerConfig, resolve, server_url, start_server, stop_server, wait_for_health
+    from gantune.mlflow_server import ServerConfig, free_port, resolve, running_server
 
     with tempfile.TemporaryDirectory(prefix="traffic") as tmp:
         work = Path(tmp)
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cfg = resolve(ServerConfig(port=port, workers=1, workdir=work))
-        with (work / "server.log").open("w") as log:
-            proc = start_server(cfg, log=log)
+        cfg = resolve(ServerConfig(port=free_port(), workers=1, workdir=work))
+        with running_server(cfg, work / "server.log") as upstream:
+            traffic = Traffic()
+            proxy = counting_proxy(urlsplit(upstream).netloc, traffic)
             try:
-                upstream = server_url(cfg)
-                wait_for_health(upstream, timeout=180.0, proc=proc)
-                traffic = Traffic()
-                proxy = counting_proxy(urlsplit(upstream).netloc, traffic)
-                try:
-                    run_search(gantune, space, extra, work, f"http://127.0.0.1:{proxy.server_address[1]}", name)
-                finally:
-                    proxy.shutdown()
-                return summarize(traffic, MlflowClient(upstream), name)
+                run_search(gantune, space, extra, work, f"http://127.0.0.1:{proxy.server_address[1]}", name)
             finally:
-                stop_server(proc)
+                proxy.shutdown()
+            return summarize(traffic, MlflowClient(upstream), name)
 
 
 def mlflow_traffic(before_gantune: str | None = None, before_space: str | None = None) -> dict:

@@ -21,9 +21,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Iterator, Mapping
 
 USER_ENV = "GANTUNE_MLFLOW_ADMIN_USER"
 PASSWORD_ENV = "GANTUNE_MLFLOW_ADMIN_PASSWORD"
@@ -434,6 +435,26 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
             except subprocess.TimeoutExpired:
                 continue
     return proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it), for a private server."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(cfg: ServerConfig, log_path: Path, timeout: float = 180.0) -> Iterator[str]:
+    """Start the (resolved) server with its output in `log_path`, wait until it answers, yield its
+    URL, and stop it on exit, whatever happened inside."""
+    with Path(log_path).open("w") as log:
+        proc = start_server(cfg, log=log)
+        try:
+            wait_for_health(server_url(cfg), timeout=timeout, proc=proc)
+            yield server_url(cfg)
+        finally:
+            stop_server(proc)
 
 
 def _get_health(url: str, timeout: float) -> None:

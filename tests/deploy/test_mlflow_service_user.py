@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -19,19 +18,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.server.auth.client import AuthServiceClient
 
 from deploy_helpers import DEPLOY
-from gantune.mlflow_server import ServerConfig, resolve, server_url, start_server, stop_server, wait_for_health
+from gantune.mlflow_server import ServerConfig, free_port, resolve, running_server
 from gantune.mlflow_server.server import PASSWORD_ENV, USER_ENV
 
 SCRIPT = DEPLOY / "mlflow_service_user.py"
 ADMIN, ADMIN_PASSWORD = "deploy-admin", "Adm1n-pass-for-tests"
 SERVICE, SERVICE_PASSWORD = "gantune-ray", "Ray-pods-pass-0451"
 SEARCH_API = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +35,8 @@ def server(tmp_path_factory):
     port = free_port()
     cfg = resolve(ServerConfig(port=port, workers=1, workdir=workdir, auth=True, auth_credentials_file=creds,
                                allowed_hosts=f"127.0.0.1:{port}"))  # fmt: skip
-    with (workdir / "server.log").open("w") as log:
-        proc = start_server(cfg, log=log)
-        try:
-            wait_for_health(server_url(cfg), timeout=90.0, proc=proc)
-            yield server_url(cfg)
-        finally:
-            stop_server(proc)
+    with running_server(cfg, workdir / "server.log", timeout=90.0) as url:
+        yield url
 
 
 def run_script(url: str, **overrides: str | None) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ray_processes import free_port  # not from conftest: later conftests take that name
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -24,16 +23,11 @@ def tracking_uri(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mlflow.db'}"
         return
-    from gantune.mlflow_server import ServerConfig, resolve, server_url, start_server, stop_server, wait_for_health
+    from gantune.mlflow_server import ServerConfig, free_port, resolve, running_server
 
     cfg = resolve(ServerConfig(port=free_port(), workers=1, workdir=tmp_path))
-    with (tmp_path / "server.log").open("w") as log:
-        proc = start_server(cfg, log=log)
-        try:
-            wait_for_health(server_url(cfg), timeout=180.0, proc=proc)
-            yield server_url(cfg)
-        finally:
-            stop_server(proc)
+    with running_server(cfg, tmp_path / "server.log") as url:
+        yield url
 
 
 def log_trial(client, experiment_id, parent, tmp_path, trial_id, auc, folds_done, generator=True):
