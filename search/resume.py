@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pyarrow.fs
 
+from gantune.trainables.paths import PathEscapeError, inside
+
 from .options import FLAGS, RESUME_KEYS
 
 RECORDS_SUFFIX = ".gantune"
@@ -86,18 +88,31 @@ def tune_name(experiment: str, parent_run_id: str) -> str:
     return f"{experiment}-{parent_run_id[:8]}"
 
 
+def checked_inside(root: str, name: str, what: str) -> str:
+    """`name` inside `root` (paths.inside), or ResumeError (`what` says where the name came from)."""
+    try:
+        return inside(root, name)
+    except PathEscapeError as exc:
+        raise ResumeError(f"{what}: {exc}") from exc
+
+
+def crafted(record: SearchRecord) -> str:
+    return f"the search record of parent run {record.parent_run_id}: its tune_name"
+
+
 def tune_path(storage_path: str, record: SearchRecord) -> str:
-    return posixpath.join(storage_uri(storage_path), record.tune_name)
+    """The record's Tune directory, which a crafted record must not lead out of the storage path."""
+    return checked_inside(storage_uri(storage_path), record.tune_name, crafted(record))
 
 
 def records_uri(storage_path: str, experiment: str) -> str:
     """The folder of the experiment's search records."""
-    return posixpath.join(storage_uri(storage_path), experiment + RECORDS_SUFFIX)
+    return checked_inside(storage_uri(storage_path), experiment + RECORDS_SUFFIX, f"experiment {experiment!r}")
 
 
 def record_uri(storage_path: str, record: SearchRecord) -> str:
     """Where this search's own record lives."""
-    return posixpath.join(records_uri(storage_path, record.experiment), record.tune_name + ".json")
+    return checked_inside(records_uri(storage_path, record.experiment), record.tune_name + ".json", crafted(record))
 
 
 def write_record(storage_path: str, record: SearchRecord) -> None:
@@ -214,6 +229,7 @@ def auto_record(
 
 def check_resumable(storage_path: str, record: SearchRecord, resolved: dict, tracking_uri: str) -> None:
     """A ResumeError naming what differs between the record and this command, if anything does."""
+    tune_path(storage_path, record)  # a crafted tune_name is refused before Tune reads anything
     where = record_uri(storage_path, record)
     if record.tracking_uri != tracking_uri:
         raise ResumeError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from .leaderboard import gan_cache_totals
+from gantune.trainables.paths import inside
 
 DEFAULT_TRACKING_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
@@ -76,7 +77,7 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
         experiment_id = experiment.experiment_id
     else:
         location = local_artifact_location(tracking_uri)
-        experiment_id = client.create_experiment(name, artifact_location=f"{location}/{name}" if location else None)
+        experiment_id = client.create_experiment(name, artifact_location=inside(location, name) if location else None)
     client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)  # existing experiments too
     return experiment_id
 

@@ -20,7 +20,7 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
-from . import callbacks, plots, preflight, resume, tracking
+from . import callbacks, local_cluster, plots, preflight, resume, tracking
 from .logs import optuna_quiet, ray_logging_config
 from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
 from .options import SearchOptions
@@ -36,10 +36,29 @@ class StaleFailingOptunaSearch(OptunaSearch):
     experiment checkpoint. Left RUNNING in a persistent study (--optuna-storage), they would stay
     so for the whole resumed search, and TPE's constant liar would keep steering away from them."""
 
+    told_before_restore: frozenset[str] = frozenset()
+    """Tune trial ids whose study trial had finished when the driver was killed, after Tune's last
+    snapshot: the restored trial reports again (its folds replayed from its checkpoints), which a
+    persistent study refuses (UpdateFinishedTrialError), so those reports are not passed on."""
+
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
+        finished = {t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.told_before_restore = frozenset(
+            tid for tid, t in self._ot_trials.items() if tid not in self._completed_trials and t.number in finished
+        )
         live = {t.number for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
         fail_running_trials(self._ot_study, keep=live)
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id not in self.told_before_restore:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self.told_before_restore:
+            self._completed_trials.add(trial_id)  # the study holds its outcome already
+            return
+        super().on_trial_complete(trial_id, result, error)
 
 
 def fail_running_trials(study: optuna.Study, keep: set[int] = frozenset()) -> list[int]:
@@ -153,14 +172,29 @@ def join_ray(options: SearchOptions, num_cpus: int | None) -> None:
                 "(RAY_AUTH_TOKEN or ~/.ray/auth_token) as on its nodes"
             ) from exc
     else:
-        # "local": always a fresh cluster, never one that a `ray start` on this machine left behind
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **ray_output(options))
+        start_local_ray(options, num_cpus)
 
 
 def ray_output(options: SearchOptions) -> dict:
     """ray.init's arguments for what Ray prints (search/logs.py): trial processes' output and
     INFO lines only with --verbose."""
     return {"log_to_driver": options.verbose, "logging_config": ray_logging_config(options.verbose)}
+
+
+def start_local_ray(options: SearchOptions, num_cpus: int | None) -> None:
+    """A fresh Ray instance on this machine, never one that a `ray start` left behind; its
+    processes die with this driver, even a SIGKILLed one (local_cluster.Watchdog)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    temp_dir = local_cluster.short_temp_dir(get_default_ray_temp_dir())
+    if temp_dir and options.verbose:
+        print(f"gantune: Ray's temp dir {get_default_ray_temp_dir()} is too long for its unix sockets; "
+              f"using {temp_dir}", file=sys.stderr, flush=True)
+    watchdog = local_cluster.start_watchdog()
+    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
+                       **ray_output(options))
+    if watchdog is not None:
+        watchdog.watch_session(context.address_info["session_dir"])
 
 
 def run_search(

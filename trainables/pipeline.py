@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import torch
@@ -122,23 +123,35 @@ def trainable(config: dict, settings: StudySettings) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             results = load_fold_results(directory)
-    if len(results) == cfg.data.total_folds:  # the driver died after its last report, before it returned
-        run.finish()  # TrialRun.open reopened the run; there is nothing left to compute
+    known = len(results)
+    # Tune's experiment snapshot lags its trials: folds reported after the last snapshot were
+    # checkpointed and logged, but the restored trial only hears of the snapshot's checkpoint.
+    results = newest_fold_checkpoint(results)
+
+    def report(folds: list[FoldResult]) -> None:
+        if len(folds) == cfg.data.total_folds:
+            run.finish()  # before the last report: the scheduler may stop the trial at any report
+        with tempfile.TemporaryDirectory() as directory:
+            save_fold_results(folds, directory)
+            # Every fold so far, not just this one: the last result then holds all of them, which
+            # the leaderboard pairs with the real_only trial's (search.rank_by paired_lcb).
+            every_fold = {k: v for r in folds for k, v in fold_metrics(r).items()}
+            means = {**mean_metrics(folds), **gan_totals(folds)}
+            tune.report({**means, **every_fold, "folds_done": len(folds), tracking.RUN_ID_KEY: run.run_id},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
+
+    # Replayed to Tune only (the scheduler and searcher did not hear of them); MLflow has them.
+    for count in range(known + 1, len(results) + 1):
+        report(results[:count])  # the last fold's report finishes the run
+    if len(results) == cfg.data.total_folds:  # the driver died after the last fold, before the trial returned
+        if known == len(results):
+            run.finish()  # TrialRun.open reopened the run; there was nothing left to report
         return
 
     def on_fold(result: FoldResult) -> None:
         results.append(result)
-        means = {**mean_metrics(results), **gan_totals(results)}
-        run.log_fold(result, results, means)
-        if len(results) == cfg.data.total_folds:
-            run.finish()  # before the last report: the scheduler may stop the trial at any report
-        with tempfile.TemporaryDirectory() as directory:
-            save_fold_results(results, directory)
-            # Every fold so far, not just this one: the last result then holds all of them, which
-            # the leaderboard pairs with the real_only trial's (search.rank_by paired_lcb).
-            every_fold = {k: v for r in results for k, v in fold_metrics(r).items()}
-            tune.report({**means, **every_fold, "folds_done": len(results), tracking.RUN_ID_KEY: run.run_id},
-                        checkpoint=tune.Checkpoint.from_directory(directory))
+        run.log_fold(result, results, {**mean_metrics(results), **gan_totals(results)})
+        report(results)
 
     try:
         cache = GeneratorCache(settings.gan_cache) if settings.gan_cache else None
@@ -151,3 +164,27 @@ def trainable(config: dict, settings: StudySettings) -> None:
         # Reported, not raised: Tune would retry an error with the very same config.
         run.fail(failure, outcome.DIVERGED if isinstance(failure, DivergedError) else outcome.OOM)
         tune.report({**failure_report(failure, settings, len(results)), tracking.RUN_ID_KEY: run.run_id})
+
+
+def newest_fold_checkpoint(restored: list[FoldResult]) -> list[FoldResult]:
+    """The folds of the newest readable checkpoint in this trial's storage folder when it holds
+    more than `restored` (the checkpoint Tune handed back), else `restored`. Every checkpoint of
+    a trial comes from the same config and seed, so a later one extends the earlier ones."""
+    import pyarrow.fs
+    from ray import tune
+
+    storage = tune.get_context().get_storage()
+    fs = storage.storage_filesystem
+    found = fs.get_file_info(pyarrow.fs.FileSelector(storage.trial_fs_path, allow_not_found=True))
+    newest = restored
+    for info in sorted(found, key=lambda i: i.base_name, reverse=True):
+        if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with tune.Checkpoint(info.path, filesystem=fs).as_directory() as directory:
+                folds = load_fold_results(directory)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # cut short by the kill: an older one will do
+            continue
+        if len(folds) > len(newest):
+            newest = folds
+    return newest

@@ -24,6 +24,7 @@ from . import outcome
 from .config import TrialConfig
 from .gans import DivergedError, generator_checkpoint
 from .metrics import fold_metric_key
+from .paths import inside
 from .plots import save_confusion_matrix, save_egan_plot, save_grid, save_roc
 
 GRID_PER_CLASS = 16
@@ -48,6 +49,22 @@ def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return runs[0] if runs else None
 
 
+def fold_points(result, means: dict[str, float], step: int) -> list[tuple[str, float, int]]:
+    """Every metric point of one fold as (key, value, step): the running means and diagnostics at
+    step = folds done, each fold metric at step = fold index (search/runs.add_fold_values reads
+    them back); `folds_done` last, so its point means the whole fold reached the store."""
+    synthetic = result.synthetic
+    per_fold = {fold_metric_key(f"val_{k}"): v for k, v in result.metrics.items()}
+    per_fold.update({fold_metric_key(k): v for k, v in result.gen_metrics.items()})
+    diagnostics = dict(synthetic.history)
+    diagnostics.update({f"synth_kept_fraction_c{c}": f for c, f in synthetic.kept_fraction.items()})
+    return [
+        *((k, v, step) for k, v in {**means, **diagnostics}.items()),
+        *((k, v, result.fold) for k, v in per_fold.items()),
+        ("folds_done", step, step),
+    ]
+
+
 @dataclass
 class TrialRun:
     client: MlflowClient
@@ -56,13 +73,18 @@ class TrialRun:
     class_names: tuple[str, ...]
     keep_every_generator: bool = False
     """--keep-artifacts all: log the generator at every fold (else once, at the trial's last fold)."""
+    logged_folds: frozenset[int] = frozenset()
+    """Folds (`folds_done` steps) a reopened run already has: a fold run again after a restore
+    (its checkpoint lost with the driver) logs its artifacts again, but not a second metric point."""
 
     @classmethod
     def open(cls, settings, trial_id: str, params: dict, cfg: TrialConfig) -> TrialRun:
         client = MlflowClient(settings.tracking_uri)
         existing = find_trial_run(client, settings.experiment_id, settings.parent_run_id, trial_id)
+        logged: frozenset[int] = frozenset()
         if existing is not None:
             run_id = existing.info.run_id
+            logged = frozenset(m.step for m in client.get_metric_history(run_id, "folds_done"))
             client.update_run(run_id, status="RUNNING")
             if "gantune.failure_reason" in existing.data.tags:  # from an attempt Tune is now retrying
                 client.delete_tag(run_id, "gantune.failure_reason")
@@ -79,21 +101,14 @@ class TrialRun:
             run_id = client.create_run(settings.experiment_id, tags=tags).info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
             client.log_dict(run_id, cfg.to_flat(), "config/trial_config.json")
-        return cls(client, run_id, cfg, settings.data.pool.class_names, settings.keep_artifacts == "all")
+        return cls(client, run_id, cfg, settings.data.pool.class_names, settings.keep_artifacts == "all", logged)
 
     # --- per fold ---------------------------------------------------------------------------
     def log_fold(self, result, results: list, means: dict[str, float]) -> None:
         step = len(results)
-        self.log_metrics({**means, "folds_done": step}, step=step)
-        # One key per metric, step = fold index (search/runs.add_fold_values reads them back).
-        per_fold = {fold_metric_key(f"val_{k}"): v for k, v in result.metrics.items()}
-        per_fold.update({fold_metric_key(k): v for k, v in result.gen_metrics.items()})
-        self.log_metrics(per_fold, step=result.fold)
         synthetic = result.synthetic
-        diagnostics = dict(synthetic.history)
-        diagnostics.update({f"synth_kept_fraction_c{c}": f for c, f in synthetic.kept_fraction.items()})
-        if diagnostics:
-            self.log_metrics(diagnostics, step=step)
+        if step not in self.logged_folds:
+            self.log_metrics(fold_points(result, means, step))
         with tempfile.TemporaryDirectory() as tmp:
             self._log_plots(results, tmp)
             if synthetic.gans:
@@ -103,11 +118,12 @@ class TrialRun:
                 if self.keep_every_generator or step == self.cfg.data.total_folds:
                     self._log_generator(synthetic, tmp)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, points: list[tuple[str, float, int]]) -> None:
+        """(key, value, step) points in one request, stamped once: a request MLflow's client
+        retries (a server that went away) carries the same timestamps, and the store drops
+        points it already holds, so a retry never duplicates a point."""
         now = int(1000 * time.time())
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
-        )
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v, step in points])
 
     def _log_plots(self, results: list, tmp: str) -> None:
         labels = np.concatenate([r.val_labels for r in results])
@@ -125,12 +141,12 @@ class TrialRun:
             # The same latent seed in every trial and fold, so grids compare across runs.
             images = gan.sample(GRID_PER_CLASS, seed=self.cfg.synth.sample_seed)
             name = f"class_{label}_{self.class_names[label]}"
-            save_grid(images, os.path.join(samples, f"{name}.png"))
+            save_grid(images, inside(samples, f"{name}.png"))
             if label in synthetic.refiners:
                 # Row pairs: unrefined above, refined below, same latents.
                 refined = synthetic.refiners[label].refine(images)
                 pairs = torch.stack([images[:8], refined[:8]]).flatten(0, 1)
-                save_grid(pairs, os.path.join(samples, f"{name}_unrefined_vs_refined.png"), columns=8)
+                save_grid(pairs, inside(samples, f"{name}_unrefined_vs_refined.png"), columns=8)
         self.client.log_artifacts(self.run_id, samples, "samples")
         evolution = {k: v for gan in synthetic.gans.values() for k, v in gan.history.items() if k.startswith("egan_")}
         if evolution:

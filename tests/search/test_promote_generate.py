@@ -319,6 +319,18 @@ def test_generate_refuses_a_non_empty_out_and_overwrite_replaces_only_its_own_ou
     assert "not a `gantune generate` output" in capsys.readouterr().err
 
 
+def test_generate_refuses_an_out_that_is_a_file(store, tmp_path, capsys):
+    """Defect 9 (issue 17): `generate --out <existing file>` gave a FileExistsError traceback."""
+    out = tmp_path / "images.npz"
+    out.write_bytes(b"someone's file")
+    argv = ["generate", f"runs:/{store.ids['good']}/generator", "--out", str(out), "--num", "1",
+            "--tracking-uri", store.uri]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--out {out} is a file, not a folder" in err and "Traceback" not in err
+    assert out.read_bytes() == b"someone's file"
+
+
 def test_version():
     proc = subprocess.run([sys.executable, "-m", "gantune.search.cli", "--version"],
                           capture_output=True, text=True, timeout=120)

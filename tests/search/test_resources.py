@@ -66,8 +66,6 @@ def test_the_autoscaling_override_skips_the_check():
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(reason="open (issue 17): this e2e run was never seen passing; in CI at aaeaaea its output "
-                   "assertion failed (the refusal itself was checked by hand, about 27 s after ray.init)", strict=False)
 def test_search_with_more_gpus_per_trial_than_exist_is_refused_before_it_starts(tmp_path):
     """It used to hang: Ray waits forever behind its "ignore if autoscaling" warning."""
     if node_types():

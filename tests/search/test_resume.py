@@ -202,3 +202,35 @@ def test_a_restored_searcher_fails_only_the_optuna_trials_no_tune_trial_will_rep
     assert states == ["COMPLETE", "RUNNING", "FAIL"]
     restored.searcher.on_trial_complete("live", {"val_auc": 0.8})  # the live trial can still report
     assert study.trials[1].state.name == "COMPLETE"
+
+
+def test_a_trial_the_persistent_study_finished_after_tune_s_checkpoint_reports_again_harmlessly(tmp_path):
+    """Defect 14b with the persisted study: the trial finished (and the study recorded it) after
+    Tune's last experiment checkpoint; restored, it replays its folds, and Optuna would refuse the
+    reports of a finished trial (UpdateFinishedTrialError, a TuneError ending the resumed search)."""
+    import optuna
+    from ray import cloudpickle
+    from ray.tune.search import SearchGenerator
+
+    from gantune.search.space import load_space
+    from gantune.search.tuner import make_searcher
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "demo.yaml")
+    generator = SearchGenerator(make_searcher(space, seed=0, storage=storage, study_name="demo-abcdef02"))
+    generator.set_search_properties("val_auc", "max", {})
+    pickled = cloudpickle.dumps(generator)
+    first = generator.searcher
+    first.suggest("lagged")  # in flight at Tune's checkpoint...
+    checkpoint = tmp_path / "tune_dir"
+    checkpoint.mkdir()
+    SearchGenerator(first).save_to_dir(str(checkpoint), session_str="s")
+    first.on_trial_result("lagged", {"val_auc": 0.6, "training_iteration": 1})
+    first.on_trial_complete("lagged", {"val_auc": 0.7})  # ...then finished before the kill
+
+    restored = cloudpickle.loads(pickled)
+    restored.restore_from_dir(str(checkpoint))
+    restored.searcher.on_trial_result("lagged", {"val_auc": 0.6, "training_iteration": 1})  # the replay
+    restored.searcher.on_trial_complete("lagged", {"val_auc": 0.7})
+    (trial,) = optuna.load_study(study_name="demo-abcdef02", storage=storage).trials
+    assert trial.state.name == "COMPLETE" and trial.value == 0.7 and trial.intermediate_values == {1: 0.6}

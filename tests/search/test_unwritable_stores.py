@@ -124,8 +124,6 @@ def test_a_failed_trial_keeps_its_reason_when_the_artifact_store_is_gone(tmp_pat
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("blocked", ["mlartifacts", "ray_results"])
-@pytest.mark.xfail(reason="open (issue 17): Ray's socket path under pytest's tmp_path exceeds AF_UNIX's 107 bytes; "
-                   "the test needs a short --temp-dir", strict=False)
 def test_search_command_on_an_unwritable_store_fails_clearly(tmp_path, blocked):
     block(tmp_path / blocked)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}

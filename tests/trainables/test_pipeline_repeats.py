@@ -52,7 +52,15 @@ class FakeRun:
         raise exc
 
 
-def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatch):
+def tune_context(trial_dir):
+    """What the trainable asks of tune.get_context(): its trial id and its storage folder."""
+    import pyarrow.fs
+
+    storage = type("Storage", (), {"storage_filesystem": pyarrow.fs.LocalFileSystem(), "trial_fs_path": str(trial_dir)})
+    return type("Ctx", (), {"get_trial_id": lambda self: "t0", "get_storage": lambda self: storage})()
+
+
+def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatch, tmp_path):
     from ray import tune
 
     run, reports, checkpointed = FakeRun(), [], []
@@ -64,7 +72,7 @@ def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatc
             checkpointed.append([r.fold for r in trial.load_fold_results(directory)])
 
     monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
-    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "get_context", lambda: tune_context(tmp_path / "trial"))  # not created yet
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)  # a fresh trial
     monkeypatch.setattr(tune, "report", report)
     settings = pipeline.StudySettings(
@@ -99,7 +107,7 @@ def test_a_restored_trial_with_every_fold_checkpointed_only_closes_its_run(small
     trial.save_fold_results(folds, str(tmp_path))
     run = FakeRun()
     monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
-    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "get_context", lambda: tune_context(tmp_path))
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tmp_path)))
     monkeypatch.setattr(trial, "run_fold", lambda *a, **k: pytest.fail("a checkpointed fold was recomputed"))
     monkeypatch.setattr(tune, "report", lambda *a, **k: pytest.fail("nothing new to report"))
@@ -110,3 +118,43 @@ def test_a_restored_trial_with_every_fold_checkpointed_only_closes_its_run(small
     pipeline.trainable({}, settings)
     assert run.events == [("finish",)]
 
+
+
+def test_a_restored_trial_replays_the_folds_tune_s_snapshot_missed_without_recomputing_them(
+    small_pool, monkeypatch, tmp_path
+):
+    """Defect 14b: Tune's experiment snapshot lags, so a restored trial gets the checkpoint of
+    fold 2 although folds 3 and 4 were computed, logged to MLflow and checkpointed before the
+    driver was killed. They are reported to Tune again from the newest checkpoint in the trial's
+    folder (a half-written one is skipped), never recomputed and never logged a second time."""
+    from ray import tune
+
+    metrics = {m: 0.5 for m in trial.METRIC_NAMES}
+    folds = [trial.FoldResult(i, metrics, np.zeros(2), np.zeros((2, 2)), trial.Synthetic(), {0: 0})
+             for i in range(4)]  # FAST: 2 folds x 2 repeats
+    for index, count in ((1, 2), (3, 4)):
+        directory = tmp_path / f"checkpoint_00000{index}"
+        directory.mkdir()
+        trial.save_fold_results(folds[:count], str(directory))
+    (tmp_path / "checkpoint_000004").mkdir()  # the kill cut its copy short: folds.json only
+    (tmp_path / "checkpoint_000004" / trial.FOLDS_JSON).write_text('{"folds": []')
+    run, reports = FakeRun(), []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics["folds_done"])
+        run.events.append(("report",))
+
+    monkeypatch.setattr(tracking.TrialRun, "open", classmethod(lambda cls, *a, **k: run))
+    monkeypatch.setattr(tune, "get_context", lambda: tune_context(tmp_path))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(
+        str(tmp_path / "checkpoint_000001")))  # what Tune's lagging snapshot knew: 2 folds
+    monkeypatch.setattr(trial, "run_fold", lambda *a, **k: pytest.fail("a checkpointed fold was recomputed"))
+    monkeypatch.setattr(tune, "report", report)
+    settings = pipeline.StudySettings(
+        fixed=FAST, data=DataSplits(small_pool, small_pool), tracking_uri="", experiment_id="", parent_run_id="",
+        seed=0, cpus_per_trial=1, gpus_per_trial=0,
+    )
+    pipeline.trainable({}, settings)
+    assert reports == [3, 4]  # Tune hears of folds 3 and 4, in order, so ASHA compares at equal folds
+    assert ("fold", 2) not in run.events and ("fold", 3) not in run.events  # not logged to MLflow again
+    assert run.events[-2:] == [("finish",), ("report",)]
