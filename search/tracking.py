@@ -138,8 +138,12 @@ def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, r
 
 
 def failure_text(exc: BaseException) -> str:
-    """An exception as one line for a tag or a message: its type and its first line."""
-    lines = str(exc).strip().splitlines()
+    """An exception as one line for a tag or a message: its type and its first line, or, for an
+    error that carries a traceback as its text (Tune's TuneError), the traceback's last line: the
+    error that was raised."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback (most recent call last)"):
+        return f"{type(exc).__name__}: {lines[-1].strip()}"[:500]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 

@@ -154,3 +154,18 @@ def test_a_new_search_over_a_search_that_never_ended_says_how_to_continue_it(tmp
         resume.mark(opts.storage_path, record, "finished")
     open_search(client, SPACE.resolved(), opts, None)
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_failure_reason_is_the_error_raised_not_the_word_traceback():
+    """Tune's TuneError carries a whole traceback as its text: the tag and the message name the
+    error at its end, not 'Traceback (most recent call last):'."""
+    from ray.tune.error import TuneError
+
+    from gantune.search.tracking import failure_text
+
+    wrapped = TuneError("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n\n"
+                        "optuna.exceptions.UpdateFinishedTrialError: Trial#0 has already finished\n")
+    raised = "optuna.exceptions.UpdateFinishedTrialError: Trial#0 has already finished"
+    assert failure_text(wrapped) == f"TuneError: {raised}"
+    assert failure_text(OSError("disk full\nmore")) == "OSError: disk full"
+    assert failure_text(ValueError("")) == "ValueError: "
