@@ -64,7 +64,7 @@ class PromoteResult:
     why: str
     """The gate's checks with their numbers, as the command prints them."""
     refusal: str | None
-    """Why nothing was registered (None when promoted)."""
+    """Why nothing was registered, and what the alias still points to (None when promoted)."""
     model_name: str | None
     version: str | None
     alias: str
@@ -289,11 +289,11 @@ def promote(experiment: str, *, tracking_uri: str | None = None, metric: str = "
     the promotion gate (`gantune promote`). A refusal is a result (promoted=False, refusal), not an error."""
     from gantune.search import promote as pm
 
-    choice, version = pm.choose_and_register(store(tracking_uri), experiment, metric, mode, model_name, alias, force,
-                                             rank_by)
+    choice, version, refused = pm.choose_and_register(store(tracking_uri), experiment, metric, mode, model_name, alias,
+                                                      force, rank_by)
     return PromoteResult(
         promoted=version is not None, forced=version is not None and not choice.allowed, why=choice.explain(),
-        refusal=None if version is not None else pm.refusal(choice),
+        refusal=refused,
         model_name=version.name if version else None, version=str(version.version) if version else None,
         alias=alias, model_uri=f"models:/{version.name}@{alias}" if version else None, metric=choice.metric,
         value=choice.value, baseline=choice.baseline_text, trial_run_id=choice.best.info.run_id,

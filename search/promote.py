@@ -245,27 +245,42 @@ def register(client, choice: Choice, model_name: str, alias: str, forced: bool):
 def promote(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: str | None = None,
             model_name: str | None = None, alias: str = "champion", force: bool = False, rank_by: str | None = None):
     """Pick, gate and register; returns (Choice, ModelVersion). Raises PromoteError on refusal."""
-    choice, version = choose_and_register(tracking_uri, experiment, metric, mode, model_name, alias, force, rank_by)
+    choice, version, refused = choose_and_register(tracking_uri, experiment, metric, mode, model_name, alias, force,
+                                                   rank_by)
     if version is None:
-        raise PromoteError(refusal(choice))
+        raise PromoteError(refused)
     return choice, version
 
 
 def choose_and_register(tracking_uri: str, experiment: str, metric: str = "val_auc", mode: str | None = None,
                         model_name: str | None = None, alias: str = "champion", force: bool = False,
                         rank_by: str | None = None):
-    """(Choice, the registered ModelVersion, or None when the gate refused and not `force`)."""
+    """(Choice, the registered ModelVersion or None, why nothing was registered or None)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     choice = choose(client, experiment, metric, mode, rank_by)
+    model_name = model_name or f"{experiment}-generator"
     if not choice.allowed and not force:
-        return choice, None
-    return choice, register(client, choice, model_name or f"{experiment}-generator", alias, force)
+        return choice, None, refusal(choice, alias_holder(client, model_name, alias))
+    return choice, register(client, choice, model_name, alias, force), None
 
 
-def refusal(choice: Choice) -> str:
-    return (f"{choice.explain()}\nin search {choice.search.info.run_id}; nothing registered "
+def alias_holder(client, model_name: str, alias: str) -> str:
+    """What the alias points to now: a refusal leaves it there, and the user must know what a
+    `generate` from models:/NAME@ALIAS would still use."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return f"no version of {model_name} holds @{alias}"
+    forced = " (forced past the gate)" if version.tags.get("gantune.forced") == "true" else ""
+    return f"@{alias} stays on {model_name} version {version.version}{forced}, trial run {version.run_id}"
+
+
+def refusal(choice: Choice, holder: str) -> str:
+    return (f"{choice.explain()}\nin search {choice.search.info.run_id}; nothing registered, {holder} "
             f"(--force registers it anyway, tagged gantune.forced=true)")
 
 

@@ -155,3 +155,16 @@ def test_rank_by_paired_lcb_prefers_the_steady_gain(store):
     )
     assert steady.lcb > lucky.lcb and lucky.mean > steady.mean  # why: the reference numbers
     assert by_lcb.paired.lcb == pytest.approx(steady.lcb)
+
+
+def test_a_refusal_says_what_the_alias_still_points_to(store, capsys):
+    uri, client, ids = store
+    with pytest.raises(PromoteError) as err:
+        promote(uri, "collapsed", model_name="held")  # a model of its own: the store is shared by the module
+    assert "no version of held holds @champion" in str(err.value)
+    promote(uri, "collapsed", model_name="held", force=True)  # an earlier, forced champion
+    args = ["promote", "--experiment", "collapsed", "--tracking-uri", uri, "--model-name", "held"]
+    assert cli.main(args) == cli.EXIT_USAGE
+    text = capsys.readouterr().err
+    assert (f"@champion stays on held version 1 (forced past the gate), trial run "
+            f"{ids['collapsed']['gan']}") in text
