@@ -12,6 +12,7 @@ import pytest
 import ray.tune
 import torch
 from mlflow.tracking import MlflowClient
+from tune_context import tune_context
 
 from gantune.trainables import pipeline
 from gantune.trainables.gans import DivergedError
@@ -26,7 +27,7 @@ def harness(tmp_path, monkeypatch, breast_splits):
     exp = client.create_experiment("fail", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(exp, tags={"gantune.role": "search"}).info.run_id
     reports = []
-    monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0001"))
+    monkeypatch.setattr(ray.tune, "get_context", lambda: tune_context(tmp_path / "trial", "t0001"))
     monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
     monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: None)  # a fresh trial
 

@@ -4,6 +4,8 @@ Tune report per fold over all repeats, fold metrics keyed without collisions."""
 import numpy as np
 import pytest
 
+from tune_context import tune_context
+
 from gantune.trainables import pipeline, tracking, trial
 from gantune.trainables.config import ConfigError, TrialConfig
 from gantune.trainables.data.datasets import DataSplits
@@ -50,14 +52,6 @@ class FakeRun:
 
     def fail(self, exc):
         raise exc
-
-
-def tune_context(trial_dir):
-    """What the trainable asks of tune.get_context(): its trial id and its storage folder."""
-    import pyarrow.fs
-
-    storage = type("Storage", (), {"storage_filesystem": pyarrow.fs.LocalFileSystem(), "trial_fs_path": str(trial_dir)})
-    return type("Ctx", (), {"get_trial_id": lambda self: "t0", "get_storage": lambda self: storage})()
 
 
 def test_trainable_reports_once_per_fold_over_all_repeats(small_pool, monkeypatch, tmp_path):

@@ -5,10 +5,10 @@ are monkeypatched); the e2e test asks a real Ray cluster with declared GPUs what
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import ray
+from tune_context import tune_context
 import ray.tune
 import torch
 
@@ -61,7 +61,7 @@ def test_the_trainable_puts_a_zero_gpu_trial_on_the_cpu(fake_cuda, monkeypatch, 
     client = MlflowClient(uri)
     exp = client.create_experiment("device", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(exp).info.run_id
-    monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0001"))
+    monkeypatch.setattr(ray.tune, "get_context", lambda: tune_context(tmp_path / "trial", "t0001"))
     monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: None)
     devices = []
     monkeypatch.setattr(pipeline, "run_trial", lambda cfg, data, device, *a, **kw: devices.append(device))
