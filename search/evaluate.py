@@ -637,10 +637,9 @@ def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, fl
 def load_search_data(source: Source, data_path: str | None) -> DataSplits:
     """The searched dataset (or --data), loaded as the search loaded it: same preprocessing, and
     the same fixed test split for datasets without an official one."""
-    from gantune.trainables.data.check import load_dataset
     from gantune.trainables.data.datasets import DatasetError
 
-    from .dataset import resolve_data_path
+    from .dataset import load_for_config, resolve_data_path
 
     cfg = source.cfg
     path = Path(data_path) if data_path else resolve_data_path(cfg.data.path, source.resolved.get("space_file", "."))
@@ -648,7 +647,7 @@ def load_search_data(source: Source, data_path: str | None) -> DataSplits:
         flag = "--data" if data_path else f"the search's data.path {cfg.data.path!r}"
         raise EvaluateError(f"{path}: {flag} does not exist; pass --data PATH")
     try:
-        data, _ = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed)
+        data, _ = load_for_config(path, cfg)
     except DatasetError as exc:
         raise EvaluateError(str(exc)) from exc
     return data
