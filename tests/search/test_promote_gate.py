@@ -4,11 +4,15 @@ advance. The generator is a stand-in `generator/MLmodel` file: the gate only che
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from gantune.api import resolve_space
 from gantune.search import cli
 from gantune.search.promote import PromoteError, promote
 from gantune.search.stats import fold_delta
+from gantune.search.tracking import start_parent_run
 from mlflow.tracking import MlflowClient
 
 FOLDS = 3
@@ -287,3 +291,15 @@ def test_a_refusal_says_what_the_alias_still_points_to(store, capsys):
     text = capsys.readouterr().err
     assert (f"@champion stays on held version 1 (forced past the gate), trial run "
             f"{ids['collapsed']['gan']}") in text
+
+
+def test_a_smoke_test_search_is_marked_on_its_parent_run(tmp_path):
+    """--smoke-test reaches the parent run as the tag the gate reads; a normal search has none."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
+    space_file = Path(__file__).resolve().parents[2] / "spaces" / "breastmnist.yaml"
+    for smoke, tag in ((True, "true"), (False, None)):
+        resolved = resolve_space(str(space_file), smoke_test=smoke).resolved()
+        assert resolved.get("smoke_test") is (True if smoke else None)
+        run_id = start_parent_run(client, experiment_id, resolved)
+        assert client.get_run(run_id).data.tags.get("gantune.smoke_test") == tag
