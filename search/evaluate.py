@@ -244,9 +244,9 @@ def baseline_source(client, experiment_id: str, search, resolved: dict, name: st
         return baseline_augment(cfg, policy, trial_config(client, complete[0], EvaluateError)), (
             f"trial {trial_id_of(complete[0])}")
     if ranked:
-        stopped = ", ".join(f"{trial_id_of(r)} ({r.data.metrics.get('folds_done', 0):g} folds)" for r in ranked)
-        origin = (f"default {policy} policy (no {name} trial finished all {total} folds; stopped early: {stopped}, "
-                  f"not used)")
+        stopped = ", ".join(f"{trial_id_of(r)} after {r.data.metrics.get('folds_done', 0):g}" for r in ranked)
+        origin = (f"default {policy} policy (no {name} trial finished all {total} folds; stopped early, not used: "
+                  f"{stopped})")
     else:
         origin = f"default {policy} policy (the search had no {name} baseline)"
     return baseline_augment(cfg, policy, None), origin
