@@ -9,7 +9,7 @@ it (`UsageError` for the search's own arguments), with the message the CLI would
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,8 @@ def resolve_space(space, overrides: dict | None = None, smoke_test: bool = False
             overrides["search.num_samples"] = num_samples
         if max_concurrent is not None:
             overrides["search.max_concurrent"] = max_concurrent
-        return space.with_overrides(overrides)
+        space = space.with_overrides(overrides)
+        return replace(space, smoke_test=True) if smoke_test else space
     except SpaceError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -252,9 +253,10 @@ def evaluate(experiment: str, *, tracking_uri: str | None = None, split: str = "
              data: str | None = None, dry_run: bool = False, train_fraction: tuple[float, ...] = (1.0,),
              gan_cache: str | None = None, trial: str | None = None, draws: int = 1, cpus: int | None = None,
              progress=None) -> EvaluateResult:
-    """Refit the best configuration of the experiment's latest search and its baselines on the
-    training pool and score each on the test split over paired seeds (`gantune evaluate`; seeds
-    defaults to the command's)."""
+    """Refit a trial of the experiment's latest search (by default the one `promote` would
+    register; trial='best' the search's best, or a trial id) and its baselines on the training
+    pool and score each on the test split over paired seeds (`gantune evaluate`; seeds defaults
+    to the command's; draws and train_fraction: the data-efficiency study)."""
     from gantune.search import evaluate as ev
 
     uri = store(tracking_uri)

@@ -1,11 +1,14 @@
 """`gantune evaluate`: the one-shot test evaluation of an experiment's latest search.
 
-Four methods, all with the best trial's classifier and step budget: `best_config` (the best
-trial's configuration as it is), `real_only` (no synthetic image, no augmentation), `classic_aug`
-and `trivial_aug` (no synthetic image; classic or TrivialAugment-style augmentation, each with the
-augment section of the search's best trial of that baseline, or the default policy if the search
-ran none). Each is refitted with the same seeds 0..S-1 (10 by default), so the seeds pair the
-methods, and scored once on the untouched test split. The test split is read here and nowhere else.
+The evaluated trial is by default the one `gantune promote` would register and gate
+(promote.candidate: the best trial that finished every fold with a generator), so both judge the
+same trial; `--trial best` takes the search's best, `--trial ID` any trial. Four methods, all with
+that trial's classifier and step budget: `best_config` (the trial's configuration as it is),
+`real_only` (no synthetic image, no augmentation), `classic_aug` and `trivial_aug` (no synthetic
+image; classic or TrivialAugment-style augmentation, each with the augment section of the search's
+best trial of that baseline that finished every fold, or the default policy if none did). Each
+is refitted with the same seeds 0..S-1 (10 by default), so the seeds pair the methods, and scored
+once on the untouched test split. The test split is read here and nowhere else.
 
 Refit, on the whole training pool, never by discarding part of it:
 - a MedMNIST .npz (official splits): train on the official train split, early-stop on the
@@ -67,7 +70,7 @@ from gantune.trainables.trial import enhance, fit_pipeline, score
 from . import stats, study
 from .bars import progress_bar, write_line
 from .leaderboard import format_table as text_table
-from .leaderboard import rank_for_selection
+from .leaderboard import fixed_folds, rank_for_selection, run_complete
 from .runs import (
     add_fold_values,
     experiment_and_latest_search,
@@ -163,24 +166,29 @@ class Source:
     search: object
     """The search's parent MLflow run."""
     trial: object
-    """The best trial's MLflow run."""
+    """The evaluated trial's MLflow run (by default the one `gantune promote` would register)."""
     cfg: TrialConfig
-    """The best trial's configuration, rebuilt from its config/trial_config.json."""
+    """The evaluated trial's configuration, rebuilt from its config/trial_config.json."""
     resolved: dict
     """The search's config/resolved_space.json."""
     augments: dict[str, AugmentConfig]
     """Augmented baseline -> the augment section it is refitted with."""
     augment_sources: dict[str, str]
     """Augmented baseline -> where its augment section came from (a trial id, or the default)."""
+    why: str = ""
+    """Why this trial, in one line (printed before any refit)."""
 
 
-def ranked_trials(client, experiment_id: str, search, resolved: dict, baseline: str | None = None) -> list:
-    """The search's trial runs best first as promote ranks them: those that finished every fold,
-    by the space's search.rank_by (leaderboard.rank_for_selection); the usable ones by mean when
-    none did."""
+def ranked_trials(client, experiment_id: str, search, resolved: dict, baseline: str | None = None,
+                  synthetic_only: bool = False) -> list:
+    """The search's trial runs (only those of one baseline, or with synthetic_only none of them)
+    best first as promote ranks them: those that finished every fold, by the space's
+    search.rank_by (leaderboard.rank_for_selection); the usable ones by mean when none did."""
     extra = f"tags.`gantune.baseline` = '{baseline}'" if baseline else ""
     settings = resolved["search"]
     runs = add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id, extra), settings["metric"])
+    if synthetic_only:
+        runs = [r for r in runs if not r.data.tags.get("gantune.baseline")]
     return rank_for_selection(runs, settings["metric"],
                               settings["mode"], resolved.get("fixed", {}), settings.get("rank_by", "mean"))
 
@@ -193,48 +201,105 @@ def baseline_augment(best: TrialConfig, policy: str, searched: TrialConfig | Non
 
 
 BEST_GAN = "best-gan"
-"""--trial value: the best trial that adds synthetic images (the search's best may be a baseline)."""
+"""--trial value, the default: the trial `gantune promote` would register (promote.candidate: the
+best complete trial with a generator). Kept as a name for scripts written when it was not the default."""
+BEST = "best"
+"""--trial value: the search's best trial, whatever it is (often a baseline, whose refit then equals real_only)."""
+TRIAL_HELP = (f"evaluate this trial (its gantune.trial_id); '{BEST}': the search's best trial, whatever it is; "
+              f"default ('{BEST_GAN}'): the trial `gantune promote` would register (the best trial that finished "
+              f"every fold with a generator)")
+"""--trial's help text."""
 
 
-def choose_trial(client, experiment_id: str, search, resolved: dict, wanted: str | None):
-    """The trial run to evaluate: --trial ID, the best trial with synthetic images (--trial
-    best-gan), or the search's best (tagged when it finished, else ranked here)."""
+def choose_trial(client, experiment_id: str, search, resolved: dict, wanted: str | None) -> tuple[object, str]:
+    """(the trial run to evaluate, why it, in one line): --trial ID, the search's best (--trial
+    best: tagged when it finished, else ranked here), or by default the trial promote would
+    register (promote.candidate, so evaluate and promote judge the same trial)."""
     from gantune.trainables.tracking import find_trial_run
 
+    from .promote import candidate
+
     name = search.info.run_id
-    if wanted and wanted != BEST_GAN:
+    if wanted and wanted not in (BEST_GAN, BEST):
         trial = find_trial_run(client, experiment_id, search.info.run_id, wanted)
         if trial is None:
             raise EvaluateError(f"--trial {wanted!r}: no trial of search {name} has that gantune.trial_id")
-        return trial
-    ranked = ranked_trials(client, experiment_id, search, resolved)
-    if wanted == BEST_GAN:
-        ranked = [r for r in ranked if not r.data.tags.get("gantune.baseline")]
-        if not ranked:
-            raise EvaluateError(f"--trial {BEST_GAN}: search {name} has no usable trial that adds synthetic images")
-        return ranked[0]
+        return trial, f"chosen with --trial {wanted}"
+    if wanted == BEST:
+        return best_trial(client, experiment_id, search, resolved)
+    chosen = candidate(client, experiment_id, search)
+    if chosen.best is not None:
+        return chosen.best, chosen.why()
+    # Promote would register none (every trial with a generator was stopped early): evaluate the
+    # best trial that adds synthetic images anyway, saying so, rather than refuse a search that
+    # only a longer budget could fix; promote refuses it all the same.
+    ranked = ranked_trials(client, experiment_id, search, resolved, synthetic_only=True)
+    if not ranked:
+        raise EvaluateError(f"search {name} has no usable trial that adds synthetic images ({chosen.why()}); "
+                            f"--trial {BEST} or --trial ID evaluates another")
+    done = ranked[0].data.metrics.get("folds_done", 0)
+    return ranked[0], (f"{chosen.why()}; evaluating instead the best trial that adds synthetic images, by "
+                       f"{resolved['search']['metric']} over the {done:g} of {chosen.total_folds} folds it ran")
+
+
+def best_trial(client, experiment_id: str, search, resolved: dict) -> tuple[object, str]:
+    """--trial best: the search's best trial (tagged when the search finished, else ranked here)."""
+    from gantune.trainables.tracking import find_trial_run
+
     best_id = search.data.tags.get("gantune.best_trial_id")
     trial = find_trial_run(client, experiment_id, search.info.run_id, best_id) if best_id else None
-    if trial is None:  # a search that ended before tagging its best trial: rank the trials here
-        if not ranked:
-            raise EvaluateError(f"search {name} has no trial with a finite '{resolved['search']['metric']}'")
-        trial = ranked[0]
-    return trial
+    if trial is not None:
+        return trial, f"--trial {BEST}: the search's best trial (tag gantune.best_trial_id)"
+    ranked = ranked_trials(client, experiment_id, search, resolved)  # a search that ended before tagging it
+    if not ranked:
+        raise EvaluateError(f"search {search.info.run_id} has no trial with a finite "
+                            f"'{resolved['search']['metric']}'")
+    return ranked[0], f"--trial {BEST}: the search's best trial, ranked by {resolved['search']['metric']}"
+
+
+def baseline_source(client, experiment_id: str, search, resolved: dict, name: str, policy: str,
+                    cfg: TrialConfig) -> tuple[AugmentConfig, str]:
+    """(augment section, where it came from) of an augmented baseline: the best trial of that
+    baseline that finished every fold. A trial the scheduler stopped early is never the source:
+    its settings were measured on fewer folds (a lucky one-fold value could pick them). Without a
+    complete one the baseline runs the default policy, and the origin says why, rather than a
+    refusal: a baseline's default policy is a fair comparator (TrivialAugment has no settings to
+    tune by design), and a refusal would leave no test evaluation until the whole search reran."""
+    settings = resolved["search"]
+    total, _ = fixed_folds(resolved.get("fixed", {}))
+    ranked = ranked_trials(client, experiment_id, search, resolved, baseline=name)
+    complete = [r for r in ranked if run_complete(r, settings["metric"], total)]
+    if complete:
+        return baseline_augment(cfg, policy, trial_config(client, complete[0], EvaluateError)), (
+            f"trial {trial_id_of(complete[0])}")
+    if ranked:
+        stopped = ", ".join(f"{trial_id_of(r)} after {r.data.metrics.get('folds_done', 0):g}" for r in ranked)
+        origin = (f"default {policy} policy (no {name} trial finished all {total} folds; stopped early, not used: "
+                  f"{stopped})")
+    else:
+        origin = f"default {policy} policy (the search had no {name} baseline)"
+    return baseline_augment(cfg, policy, None), origin
 
 
 def find_source(client, experiment_name: str, wanted_trial: str | None = None) -> Source:
     experiment, search = experiment_and_latest_search(client, experiment_name, EvaluateError)
     resolved = resolved_space(client, search.info.run_id, EvaluateError)
-    trial = choose_trial(client, experiment.experiment_id, search, resolved, wanted_trial)
+    trial, why = choose_trial(client, experiment.experiment_id, search, resolved, wanted_trial)
     cfg = trial_config(client, trial, EvaluateError)
     augments, origins = {}, {}
     for name, policy in AUGMENTED_BASELINES.items():
-        runs = ranked_trials(client, experiment.experiment_id, search, resolved, baseline=name)
-        searched = trial_config(client, runs[0], EvaluateError) if runs else None
-        augments[name] = baseline_augment(cfg, policy, searched)
-        origins[name] = (f"trial {trial_id_of(runs[0])}" if runs
-                         else f"default {policy} policy (the search had no {name} baseline)")
-    return Source(experiment.experiment_id, search, trial, cfg, resolved, augments, origins)
+        augments[name], origins[name] = baseline_source(client, experiment.experiment_id, search, resolved, name,
+                                                        policy, cfg)
+    return Source(experiment.experiment_id, search, trial, cfg, resolved, augments, origins, why)
+
+
+def header_text(experiment: str, source: Source) -> str:
+    """Which trial is evaluated and why (its own line), then where every method's settings come from."""
+    return (
+        f"Evaluating trial {trial_id_of(source.trial)} (run {source.trial.info.run_id}): {source.why}\n"
+        f"Experiment '{experiment}', search run {source.search.info.run_id}; "
+        + "; ".join(f"{name} augmentation from {origin}" for name, origin in source.augment_sources.items())
+    )
 
 
 def method_configs(best: TrialConfig, augments: dict[str, AugmentConfig]) -> dict[str, TrialConfig]:
@@ -709,12 +774,7 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     client = MlflowClient(tracking_uri)
     source = find_source(client, experiment, trial)
     configs = method_configs(source.cfg, source.augments)
-    trial_id = trial_id_of(source.trial)
-    header = (
-        f"Experiment '{experiment}', search run {source.search.info.run_id}; best trial {trial_id} "
-        f"(run {source.trial.info.run_id}); "
-        + "; ".join(f"{name} augmentation from {origin}" for name, origin in source.augment_sources.items())
-    )
+    header = header_text(experiment, source)
     data = load_search_data(source, data_path)
     check_same_data(client, source, data)
     plan = refit_plan(data, source.trial, source.cfg)

@@ -1,15 +1,21 @@
 """`gantune promote`: register the best trial's generator of an experiment's latest search, if the
 evidence says it helps.
 
-The candidate is the best complete trial (finished every fold, `leaderboard.run_complete`) that
-logged a `generator` model, ranked by the metric's mean over folds or (`--rank-by paired_lcb`, or
-the space's `search.rank_by`) by the lower confidence bound of its paired per-fold difference to
-the real_only trial. The gate refuses it, printing the numbers, when
+The candidate (`candidate`, the one definition `gantune evaluate` refits by default too) is the
+best complete trial (finished every fold, `leaderboard.run_complete`) that logged a `generator`
+model, ranked by the metric's mean over folds or (`--rank-by paired_lcb`, or the space's
+`search.rank_by`) by the lower confidence bound of its paired per-fold difference to the real_only
+trial. The gate decides on the strongest evidence about THAT trial, and refuses it, printing the
+number each check decided on, when
+- the search ran with --smoke-test (tag gantune.smoke_test=true: budgets shrunk to minutes), or
 - the search has no complete real_only baseline trial (tag gantune.baseline=real_only), or
-- its paired per-fold difference to that trial (mean over the same folds) is not positive, or
 - its worst fold is below the baseline's worst fold (a mean can hide one collapsed fold), or
-- an evaluation run of the same search (tag gantune.role=evaluation, parent = the search run)
-  shows a negative paired test difference `paired_delta_auc`.
+- the lower bound of the strongest evidence is not above 0. With a `gantune evaluate` run of this
+  trial (tag gantune.role=evaluation under the search run, param source_trial_id = its trial id;
+  an evaluation of another trial says nothing about this one) that is the test split's interval
+  against the strongest baseline (EVIDENCE, first metric present: the hierarchical interval, the
+  paired bootstrap, the seed-level t interval; an evaluation with none of them is a refusal), else
+  the one-sided 95 % Nadeau-Bengio bound of the paired per-fold difference to the real_only trial.
 `--force` registers it anyway and tags the version gantune.forced=true with the refused checks.
 The model version is registered from `runs:/<trial run>/generator` (a pyfunc logged as code plus
 a weights-only checkpoint, so loading it never unpickles objects) and tagged with its lineage and
@@ -32,8 +38,11 @@ from .runs import (
     trial_id_of,
     trial_runs,
 )
+from .tracking import SMOKE_TAG
 
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model version tag value
+DEFAULT_METRIC = "val_auc"
+"""--metric's default: what `gantune promote` ranks by, so what `gantune evaluate` refits by default."""
 
 
 class PromoteError(ValueError):
@@ -42,7 +51,8 @@ class PromoteError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest search to promote from")
-    p.add_argument("--metric", default="val_auc", help="trial metric that ranks trials (default: val_auc)")
+    p.add_argument("--metric", default=DEFAULT_METRIC,
+                   help=f"trial metric that ranks trials (default: {DEFAULT_METRIC})")
     p.add_argument("--mode", choices=("max", "min"), help="direction of --metric (default: the search's mode)")
     p.add_argument("--rank-by", choices=RANK_BY,
                    help="rank complete trials by the metric's mean over folds, or by the lower confidence bound of the "
@@ -61,6 +71,13 @@ class Check:
     passed: bool
     detail: str
     """The numbers, in a sentence."""
+    decides: bool = True
+    """False for context printed beside the checks (e.g. the cross-validation bound when a test
+    evaluation decides instead); it neither passes nor refuses."""
+
+    @property
+    def mark(self) -> str:
+        return "info" if not self.decides else "ok" if self.passed else "REFUSED"
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ class Choice:
 
     @property
     def allowed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in self.checks if c.decides)
 
     def explain(self) -> str:
         """Why the gate allowed or refused the promotion, one line per check."""
@@ -102,7 +119,7 @@ class Choice:
         head = (f"trial {trial_id_of(self.best)} (run {self.best.info.run_id}, {self.metric}={self.value:.4g}, "
                 f"ranked by {self.rank_by}) {verdict}:")
         lines = [head]
-        lines += [f"  [{'ok' if c.passed else 'REFUSED'}] {c.name}: {c.detail}" for c in self.checks]
+        lines += [f"  [{c.mark}] {c.name}: {c.detail}" for c in self.checks]
         return "\n".join(lines)
 
 
@@ -128,48 +145,160 @@ def has_generator(client, run_id: str) -> bool:
     return any(a.path == "generator/MLmodel" for a in client.list_artifacts(run_id, "generator"))
 
 
-def gate(best, baseline, paired, evaluations: list, metric: str, mode: str, total_folds: int) -> tuple[Check, ...]:
-    """The four checks (see the module docstring), each with its numbers."""
+@dataclass(frozen=True)
+class Evidence:
+    """One test-split interval an evaluation run logs for best_config against the strongest baseline."""
+
+    low: str
+    """The metric holding the interval's lower bound: the gate decides on it (> 0)."""
+    mean: str
+    high: str
+    what: str
+    """What the interval is, for the printed check."""
+
+
+EVIDENCE = (
+    Evidence("frac_1_delta_auc_lo", "frac_1_delta_auc", "frac_1_delta_auc_hi",
+             "hierarchical paired bootstrap at the full training set"),
+    Evidence("paired_delta_auc_bootstrap_ci_low", "ensemble_delta_auc", "paired_delta_auc_bootstrap_ci_high",
+             "paired bootstrap over test images of the seed ensembles"),
+    Evidence("paired_delta_auc_ci_low", "paired_delta_auc", "paired_delta_auc_ci_high",
+             "t interval over the paired seeds"),
+)
+"""Strongest first: the first of these an evaluation run logged is what the gate reads from it."""
+
+
+def evidence_of(run) -> Evidence | None:
+    """The strongest interval the evaluation run logged (a finite lower bound), None if none."""
+    metrics = run.data.metrics
+    return next((e for e in EVIDENCE if math.isfinite(metrics.get(e.low, math.nan))), None)
+
+
+def evaluations_of(evaluations: list, trial) -> list:
+    """The finished evaluation runs that refitted this trial (param source_trial_id): the only
+    test-split evidence about it. An evaluation of another trial says nothing about this one."""
+    trial_id = trial_id_of(trial)
+    return [e for e in evaluations
+            if e.data.params.get("source_trial_id") == trial_id and e.info.status == "FINISHED"]
+
+
+def evaluation_check(mine: list) -> Check:
+    """The test-split check from this trial's evaluations (newest first): the strongest evidence
+    decides (EVIDENCE order, then the newest); one evaluation without any is a refusal."""
+    names = ", ".join(e.low for e in EVIDENCE)
+    missing = [e for e in mine if evidence_of(e) is None]
+    if missing:
+        return Check("test evaluation", False,
+                     f"evaluation run {missing[0].info.run_id} of this trial logged none of {names}: no test-split "
+                     f"lower bound to decide on (rerun `gantune evaluate`)")
+    run = min(mine, key=lambda e: EVIDENCE.index(evidence_of(e)))  # stable: the newest of the strongest
+    ev, m = evidence_of(run), run.data.metrics
+    low, mean, high = m[ev.low], m.get(ev.mean, math.nan), m.get(ev.high, math.nan)
+    earlier = [f"run {e.info.run_id} {evidence_of(e).low} {e.data.metrics[evidence_of(e).low]:+.4f}"
+               for e in mine if e is not run]
+    return Check("test evaluation", low > 0,
+                 f"lower bound {low:+.4f} ({ev.low}) of best_config - {run.data.params.get('better_baseline', '?')} "
+                 f"test AUC {mean:+.4f} [{low:+.4f}, {high:+.4f}], {ev.what}, evaluation run {run.info.run_id} of "
+                 f"this trial; must be > 0" + (f" (other evaluations of it: {'; '.join(earlier)})" if earlier else ""))
+
+
+def cv_check(paired, base: str, decides: bool) -> Check:
+    """The Nadeau-Bengio one-sided 95 % lower bound of the paired per-fold difference: it decides
+    when no evaluation of the trial exists."""
+    lcb = paired.lcb
+    shown = f"{lcb:+.4f}" if math.isfinite(lcb) else "n/a (one fold)"
+    why = "must be > 0" if decides else "not deciding: the test evaluation of this trial is the stronger evidence"
+    return Check("paired folds", math.isfinite(lcb) and lcb > 0,
+                 f"one-sided 95% lower bound {shown} (Nadeau-Bengio corrected) of the paired per-fold difference "
+                 f"to {base}, mean {paired.mean:+.4f} over {paired.folds} folds; {why}", decides)
+
+
+def evidence_checks(best, paired, evaluations: list, base: str) -> tuple[list[Check], list[Check]]:
+    """(the decisive check on the strongest evidence about `best`, the other evidence as context)."""
+    mine = evaluations_of(evaluations, best)
+    cv = [] if paired is None else [cv_check(paired, base, decides=not mine)]
+    if mine:
+        return [evaluation_check(mine)], cv
+    others = sorted({e.data.params.get("source_trial_id", "?") for e in evaluations} - {trial_id_of(best)})
+    elsewhere = (f"; the search's evaluations of other trials ({', '.join(others)}) are not evidence for this one"
+                 if others else "")
+    return cv, [Check("test evaluation", True, f"no `gantune evaluate` run of this trial, so the cross-validation "
+                                               f"bound decides{elsewhere}", decides=False)]
+
+
+def smoke_check(search) -> list[Check]:
+    if search.data.tags.get(SMOKE_TAG) != "true":
+        return []
+    return [Check("smoke test", False, f"search {search.info.run_id} ran with --smoke-test (tag {SMOKE_TAG}=true): "
+                                       "every budget was shrunk to minutes, so its numbers decide nothing")]
+
+
+def gate(search, best, baseline, paired, evaluations: list, metric: str, mode: str,
+         total_folds: int) -> tuple[Check, ...]:
+    """The checks (see the module docstring), each with the number it decided on."""
+    checks = smoke_check(search)
     if baseline is None:
-        return (Check("baseline", False, f"the search has no real_only trial that finished all {total_folds} folds "
-                                         f"with '{metric}': nothing to compare with"),)
+        return (*checks, Check("baseline", False, f"the search has no real_only trial that finished all "
+                                                  f"{total_folds} folds with '{metric}': nothing to compare with"))
     base = f"real_only trial {trial_id_of(baseline)}"
-    checks = []
     if paired is None:
         checks.append(Check("paired folds", False, f"per-fold values fold<i>_{metric} of all {total_folds} folds are "
                                                    f"missing on the trial or on {base}"))
-    else:
-        lcb = f"{paired.lcb:+.4f}" if math.isfinite(paired.lcb) else "n/a"
-        checks.append(Check("paired folds", paired.mean > 0,
-                            f"paired per-fold difference to {base} {paired.mean:+.4f} over {paired.folds} folds "
-                            f"(one-sided 95% lower bound {lcb}, Nadeau-Bengio corrected); must be > 0"))
+    decisive, context = evidence_checks(best, paired, evaluations, base)
+    checks += decisive
+    if paired is not None:
         sign = 1 if mode == "max" else -1  # paired is oriented higher-is-better; show the metric's own values
         checks.append(Check("worst fold", paired.worst_a >= paired.worst_b,
                             f"worst fold {sign * paired.worst_a:.4f} vs the baseline's {sign * paired.worst_b:.4f}; "
                             f"must not be worse"))
-    negative = [e for e in evaluations if e.data.metrics.get("paired_delta_auc", 0.0) < 0]
-    if not evaluations:
-        checks.append(Check("test evaluation", True, "no evaluation run of this search yet (gantune evaluate adds the "
-                                                     "test-split check)"))
-    else:
-        shown = ", ".join(
-            f"run {e.info.run_id} paired_delta_auc {e.data.metrics.get('paired_delta_auc', math.nan):+.4f} "
-            f"[{e.data.metrics.get('paired_delta_auc_ci_low', math.nan):+.4f}, "
-            f"{e.data.metrics.get('paired_delta_auc_ci_high', math.nan):+.4f}]"
-            f" vs {e.data.params.get('better_baseline', '?')}"
-            for e in evaluations
-        )
-        checks.append(Check("test evaluation", not negative, f"{shown}; must not be negative"))
-    return tuple(checks)
+    return (*checks, *context)
 
 
-def choose(client, experiment_name: str, metric: str, mode: str | None, rank_by: str | None = None) -> Choice:
-    experiment, search = experiment_and_latest_search(client, experiment_name, PromoteError)
+@dataclass(frozen=True)
+class Candidate:
+    """The trial `gantune promote` would register (if the gate lets it) and `gantune evaluate`
+    refits by default: one definition, so both judge the same trial."""
+
+    search: object
+    """The parent (search) run."""
+    best: object | None
+    """The best complete trial run with a logged generator; None when no trial qualifies."""
+    top: object | None
+    """The best complete trial run of any kind (often a baseline); None when none is complete."""
+    baseline: object | None
+    """The best complete real_only baseline trial run, if the search has one."""
+    complete: int
+    """How many trials finished every fold."""
+    metric: str
+    mode: str
+    rank_by: str
+    total_folds: int
+    folds: int
+    """k of k-fold (data.folds)."""
+
+    def why(self) -> str:
+        """One line: why `best` is the trial (or why there is none)."""
+        ranking = f"ranked by {self.metric} ({'mean over folds' if self.rank_by == 'mean' else self.rank_by})"
+        if self.best is None:
+            return (f"no trial with a logged generator finished all {self.total_folds} folds ({self.complete} "
+                    f"trial(s) did, none with a generator), so `gantune promote` would register none")
+        text = (f"the trial `gantune promote` would register: the best of the {self.complete} trials that finished "
+                f"all {self.total_folds} folds that has a generator, {ranking}")
+        if self.top is not None and self.top is not self.best:
+            kind = self.top.data.tags.get("gantune.baseline") or "a trial without a generator"
+            text += f"; the search's best, trial {trial_id_of(self.top)}, is {kind} (`--trial best` refits it)"
+        return text
+
+
+def candidate(client, experiment_id: str, search, metric: str = DEFAULT_METRIC, mode: str | None = None,
+              rank_by: str | None = None) -> Candidate:
+    """The trial promote would register, with what it is ranked against (mode and rank_by default
+    to the search's settings, as `gantune promote` without flags)."""
     settings = search_settings(client, search)
     mode = mode or (settings.get("mode", "max") if settings.get("metric") == metric else "max")
     rank_by = rank_by or settings.get("rank_by", "mean")
     total_folds, folds = search_folds(client, search)
-    trials = add_fold_values(client, trial_runs(client, experiment.experiment_id, search.info.run_id), metric)
+    trials = add_fold_values(client, trial_runs(client, experiment_id, search.info.run_id), metric)
     # The baseline: the best real_only trial that ran every fold.
     baselines = rank_complete_runs([r for r in trials if r.data.tags.get("gantune.baseline") == "real_only"],
                                    metric, mode, total_folds, folds)
@@ -177,16 +306,23 @@ def choose(client, experiment_name: str, metric: str, mode: str | None, rank_by:
     # Only trials that ran every fold: a trial the scheduler stopped early has a noisier mean.
     ranked = rank_complete_runs(trials, metric, mode, total_folds, folds, rank_by, baseline)
     best = next((r for r in ranked if has_generator(client, r.info.run_id)), None)
-    if best is None:
+    return Candidate(search, best, ranked[0] if ranked else None, baseline, len(ranked), metric, mode, rank_by,
+                     total_folds, folds)
+
+
+def choose(client, experiment_name: str, metric: str, mode: str | None, rank_by: str | None = None) -> Choice:
+    experiment, search = experiment_and_latest_search(client, experiment_name, PromoteError)
+    c = candidate(client, experiment.experiment_id, search, metric, mode, rank_by)
+    if c.best is None:
         raise PromoteError(
-            f"search {search.info.run_id} of '{experiment_name}' has no trial that finished all {total_folds} folds "
+            f"search {search.info.run_id} of '{experiment_name}' has no trial that finished all {c.total_folds} folds "
             f"with '{metric}' and a logged generator"
         )
-    paired = (paired_to_baseline(best.data.metrics, baseline.data.metrics, metric, mode, total_folds, folds)
-              if baseline is not None else None)
+    paired = (paired_to_baseline(c.best.data.metrics, c.baseline.data.metrics, metric, c.mode, c.total_folds, c.folds)
+              if c.baseline is not None else None)
     evaluations = evaluation_runs(client, experiment.experiment_id, search.info.run_id)
-    checks = gate(best, baseline, paired, evaluations, metric, mode, total_folds)
-    return Choice(search, best, baseline, metric, mode, rank_by, paired, checks)
+    checks = gate(search, c.best, c.baseline, paired, evaluations, metric, c.mode, c.total_folds)
+    return Choice(search, c.best, c.baseline, metric, c.mode, c.rank_by, paired, checks)
 
 
 def lineage_tags(choice: Choice) -> dict[str, str]:
@@ -203,7 +339,8 @@ def lineage_tags(choice: Choice) -> dict[str, str]:
         "gantune.config": json.dumps(dict(sorted(best.data.params.items()))),
         "gantune.config_uri": f"runs:/{best.info.run_id}/config/trial_config.json",
         "gantune.beats_baseline": str(choice.allowed).lower(),
-        "gantune.gate": json.dumps([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in choice.checks]),
+        "gantune.gate": json.dumps([{"check": c.name, "passed": c.passed, "decides": c.decides, "detail": c.detail}
+                                    for c in choice.checks]),
     }
     if choice.baseline is not None:
         tags["gantune.baseline_run_id"] = choice.baseline.info.run_id

@@ -287,18 +287,64 @@ def samples_section(client, view: SearchView, rows: list[dict], out: Path) -> st
 EVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 
 
-def evaluation_section(client, view: SearchView) -> str:
-    """The latest finished `gantune evaluate` run of the search: test-split mean ± sd per method
-    and the paired difference of best_config to the stronger baseline."""
+def latest_evaluation(client, view: SearchView):
+    """The search's latest finished `gantune evaluate` run, or None."""
     from .runs import evaluation_runs
 
     finished = [r for r in evaluation_runs(client, view.search.info.experiment_id, view.search.info.run_id)
                 if r.info.status == "FINISHED"]
-    if not finished:
+    return finished[0] if finished else None
+
+
+def evaluated_trial_line(client, view: SearchView, run) -> str:
+    """Which trial an evaluation run refitted, and whether it is the trial `gantune promote` would
+    register (promote.candidate), so the gate reads it, with the lower bound the gate decides on."""
+    from .promote import candidate, evidence_of
+    from .runs import trial_id_of
+
+    params = run.data.params
+    trial_id = params.get("source_trial_id", "?")
+    text = f"evaluation run {run.info.run_id} of trial {trial_id} (run {params.get('source_trial_run_id', '?')})"
+    chosen = candidate(client, view.search.info.experiment_id, view.search).best
+    if chosen is None:
+        return f"{text}; `gantune promote` would register no trial of this search"
+    if trial_id_of(chosen) != trial_id:
+        return (f"{text}; not the trial `gantune promote` would register (trial {trial_id_of(chosen)}), so the "
+                "promotion gate does not count it")
+    evidence = evidence_of(run)
+    bound = (f", and decides on its lower bound {run.data.metrics[evidence.low]:+.4f} ({evidence.low})"
+             if evidence else ", which refuses it: the run logged no test-split lower bound")
+    return f"{text}: the trial `gantune promote` would register; the promotion gate reads this evaluation{bound}"
+
+
+def evaluation_lines(client, view: SearchView) -> list[str]:
+    """The terminal report's test-split lines."""
+    run = latest_evaluation(client, view)
+    if run is None:
+        return [f"\nTest split: no evaluation run yet (gantune evaluate --experiment {view.experiment})"]
+    paired = paired_text(run)
+    return [f"\nTest split: {evaluated_trial_line(client, view, run)}", *([f"  {paired}"] if paired else [])]
+
+
+def paired_text(run) -> str:
+    """'best_config - X, test AUC: +d, 95% t interval ...' of an evaluation run ('' without the difference)."""
+    m = run.data.metrics
+    delta = m.get("paired_delta_auc", math.nan)
+    low, high = m.get("paired_delta_auc_ci_low", math.nan), m.get("paired_delta_auc_ci_high", math.nan)
+    baseline = run.data.params.get("better_baseline", "the stronger baseline")
+    spread = (f"95% t interval over the paired seeds [{low:+.4f}, {high:+.4f}]" if math.isfinite(low)
+              else "no interval (one seed; `--seeds 5` gives one)")
+    return f"best_config - {baseline}, test AUC: {delta:+.4f}, {spread}" if math.isfinite(delta) else ""
+
+
+def evaluation_section(client, view: SearchView) -> str:
+    """The latest finished `gantune evaluate` run of the search, named by the trial it refitted:
+    test-split mean ± sd per method and the paired difference of best_config to the stronger baseline."""
+    run = latest_evaluation(client, view)
+    if run is None:
         return ("<h2>Test split</h2><p>No evaluation run yet: `gantune evaluate --experiment "
-                f"{html.escape(view.experiment)}` refits the best configuration and the baselines and scores "
-                "them once on the test split; this section then shows the result.</p>")
-    run = finished[0]
+                f"{html.escape(view.experiment)}` refits the trial `gantune promote` would register and the "
+                "baselines and scores them once on the test split; this section then shows the result.</p>")
     m, params = run.data.metrics, run.data.params
     methods = [k.removeprefix("test_").removesuffix("_auc_mean") for k in m
                if k.startswith("test_") and k.endswith("_auc_mean")]
@@ -312,16 +358,13 @@ def evaluation_section(client, view: SearchView) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("method", *EVAL_METRICS))
     body = "".join("<tr>" + f"<td>{html.escape(meth)}</td>" + "".join(f"<td>{cell(meth, k)}</td>" for k in EVAL_METRICS)
                    + "</tr>" for meth in methods)
-    delta = m.get("paired_delta_auc", math.nan)
-    low, high = m.get("paired_delta_auc_ci_low", math.nan), m.get("paired_delta_auc_ci_high", math.nan)
-    baseline = params.get("better_baseline", "the stronger baseline")
-    spread = (f"95% t interval over the paired seeds [{low:+.4f}, {high:+.4f}]" if math.isfinite(low)
-              else "no interval (one seed; `--seeds 5` gives one)")
-    paired = (f"<p>best_config - {html.escape(baseline)}, test AUC: {delta:+.4f}, {spread}.</p>"
-              if math.isfinite(delta) else "")
-    return (f"<h2>Test split (evaluation run {html.escape(run.info.run_id)})</h2>"
-            f"<p>Mean ± sd over seed(s) {html.escape(params.get('seeds', '?'))}, the same seeds for every method, on "
-            "the untouched test split.</p>"
+    paired = f"<p>{html.escape(paired_text(run))}.</p>" if paired_text(run) else ""
+    trial = html.escape(params.get("source_trial_id", "?"))
+    return (f"<h2>Test split of trial {trial} (evaluation run {html.escape(run.info.run_id)})</h2>"
+            f"<p>{html.escape(evaluated_trial_line(client, view, run))}.</p>"
+            f"<p>best_config is trial {trial}'s configuration. Mean ± sd over seed(s) "
+            f"{html.escape(params.get('seeds', '?'))}, the same seeds for every method, on the untouched test "
+            "split.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{paired}")
 
 
@@ -404,7 +447,8 @@ def build_report(client, experiment: str, top: int, out: Path) -> tuple[SearchVi
         write_html(out / HTML_NAME, view, [*lines, positive_class_line(client, view)], leaderboard_section(view, rows),
                    plots, notes, samples, caveats, evaluation_section(client, view))
     table = format_table(rows[:top], leaderboard_columns(view.space))
-    lines += [f"\nTop {min(top, len(rows))} of {len(rows)} trials:", table, *notes, *caveats.values()]
+    lines += [f"\nTop {min(top, len(rows))} of {len(rows)} trials:", table, *notes, *caveats.values(),
+              *evaluation_lines(client, view)]
     return view, rows, lines, [*plots, out / HTML_NAME]
 
 

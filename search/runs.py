@@ -107,7 +107,7 @@ def space_from_resolved(resolved: dict, source: str) -> Space:
     """The Space a search logged as config/resolved_space.json."""
     return Space(
         path=source, name=resolved["name"], fixed=resolved["fixed"], domains=resolved["searched"],
-        search=make_search_settings(source, resolved["search"]),
+        search=make_search_settings(source, resolved["search"]), smoke_test=bool(resolved.get("smoke_test")),
     )
 
 

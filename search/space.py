@@ -111,6 +111,9 @@ class Space:
     domains: dict[str, dict[str, Any]]
     """Flat searched keys -> {"uniform": [lo, hi]} etc."""
     search: SearchSettings = field(default_factory=SearchSettings)
+    smoke_test: bool = False
+    """Budgets shrunk by --smoke-test (SMOKE_TEST): the search's parent run is tagged
+    gantune.smoke_test=true and `gantune promote` refuses it unless forced."""
 
     def optuna_space(self) -> dict[str, od.BaseDistribution]:
         return {key: to_distribution(self.path, key, d) for key, d in self.domains.items()}
@@ -159,6 +162,7 @@ class Space:
             "searched": dict(sorted(self.domains.items())),
             "search": vars(self.search),
             **({"notes": [MULTI_OBJECTIVE_NOTE]} if self.search.multi_objective else {}),
+            **({"smoke_test": True} if self.smoke_test else {}),  # absent otherwise: older records stay equal
         }
 
 

@@ -18,6 +18,8 @@ DEFAULT_TRACKING_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 FAILURE_TAG = "gantune.failure_reason"
 """Why a run ended FAILED (trial runs and search parent runs alike)."""
+SMOKE_TAG = "gantune.smoke_test"
+"""'true' on the parent run of a `gantune search --smoke-test` (budgets shrunk to minutes)."""
 
 
 def default_tracking_uri(workdir: str | os.PathLike = ".") -> str:
@@ -120,10 +122,10 @@ def runs_page_url(ui_url: str, experiment_id: str) -> str:
 
 
 def start_parent_run(client: MlflowClient, experiment_id: str, resolved: dict, run_name: str | None = None) -> str:
-    run = client.create_run(
-        experiment_id,
-        tags={"gantune.role": "search", "mlflow.runName": run_name or f"search-{resolved['name']}"},
-    )
+    tags = {"gantune.role": "search", "mlflow.runName": run_name or f"search-{resolved['name']}"}
+    if resolved.get("smoke_test"):  # budgets shrunk to minutes: `gantune promote` refuses it unless forced
+        tags[SMOKE_TAG] = "true"
+    run = client.create_run(experiment_id, tags=tags)
     try:
         client.log_dict(run.info.run_id, resolved, "config/resolved_space.json")
         flat = {f"fixed.{k}": str(v) for k, v in resolved["fixed"].items()}

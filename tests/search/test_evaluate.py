@@ -94,6 +94,8 @@ def make_search(tmp_path, data_path, classic_strength=0.3, tag_best=True, trivia
         for i in range(done):
             client.log_metric(run, "fold_val_auc", auc, step=i)
         client.log_metric(run, "val_clf_best_step", 3.4)
+        if not baseline:  # as a search logs it: what promote registers, so what evaluate refits by default
+            client.log_text(run, "flavors: {}\n", "generator/MLmodel")
         client.set_terminated(run)
     if tag_best:
         client.set_tag(parent, "gantune.best_trial_id", "best")
@@ -367,7 +369,8 @@ def test_cli_dry_run_and_errors(tmp_path, tiny_npz, capsys):
     uri, _, _ = make_search(tmp_path, tiny_npz)
     assert main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "best trial best" in out and "official splits" in out
+    assert "Evaluating trial best (run " in out and "the trial `gantune promote` would register" in out
+    assert "official splits" in out
     assert json.loads(out[out.index("{"):])["classic_aug"]["augment.strength"] == 0.3
     assert main(["evaluate", "--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err

@@ -134,7 +134,8 @@ def test_promote_registers_best_trial_with_generator_and_lineage(store):
 
 
 def test_promote_refuses_when_best_does_not_beat_baseline_unless_forced(store):
-    with pytest.raises(PromoteError, match="paired per-fold difference to real_only trial base -0.0500"):
+    with pytest.raises(PromoteError, match=r"lower bound -0.0500 \(Nadeau-Bengio corrected\) of the paired per-fold "
+                                           "difference to real_only trial base, mean -0.0500"):
         promote(store.uri, "worse")
     with pytest.raises(MlflowException):
         store.client.get_registered_model("worse-generator")  # nothing registered

@@ -12,9 +12,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from test_promote_gate import hierarchical
+from test_promote_gate import make_search as gate_search
 from test_report import fake_run
 
 from gantune.search.report import (
+    evaluation_lines,
     evaluation_section,
     leaderboard,
     leaderboard_section,
@@ -23,7 +26,7 @@ from gantune.search.report import (
     real_and_synthetic,
     write_html,
 )
-from gantune.search.runs import SearchView, space_from_resolved, typed_value
+from gantune.search.runs import SearchView, experiment_and_latest_search, space_from_resolved, typed_value
 from gantune.search.space import load_space
 from gantune.search.tracking import REAL_GRIDS, log_real_grids
 from gantune.trainables.data.datasets import ImageDataset
@@ -153,3 +156,23 @@ def test_the_test_split_table_when_an_evaluation_run_exists(tmp_path):
     assert "-0.0400" in page and "[-0.1300, +0.0500]" in page
     client.log_metric(run_id, "paired_delta_auc_ci_low", float("nan"))  # one seed: no interval
     assert "no interval (one seed" in evaluation_section(client, view) and "nan" not in evaluation_section(client, view)
+
+
+@pytest.mark.parametrize("evaluated, names", [
+    ("gan", "the trial `gantune promote` would register; the promotion gate reads this evaluation, and decides on "
+            "its lower bound +0.0020 (frac_1_delta_auc_lo)"),
+    ("other", "not the trial `gantune promote` would register (trial gan), so the promotion gate does not count it"),
+])
+def test_the_test_split_names_its_trial_and_whether_promote_judges_it(tmp_path, evaluated, names):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    folds = [0.80, 0.81, 0.79]
+    ids = gate_search(client, "e", {"base": (folds, True, 3), "gan": ([0.83, 0.84, 0.82], False, 3),
+                                    "other": ([0.82, 0.83, 0.81], False, 3)},
+                      evaluations=[(evaluated, hierarchical(0.002, 0.012, 0.022))])
+    _, search = experiment_and_latest_search(client, "e")
+    view = SimpleNamespace(experiment="e", search=search)
+    page = evaluation_section(client, view)
+    assert f"<h2>Test split of trial {evaluated} (evaluation run {ids['evaluation0']})</h2>" in page
+    assert f"of trial {evaluated} (run {ids[evaluated]})" in page and names in page
+    terminal = "\n".join(evaluation_lines(client, view))
+    assert f"Test split: evaluation run {ids['evaluation0']} of trial {evaluated}" in terminal and names in terminal
