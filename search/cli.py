@@ -506,16 +506,20 @@ def early_checks(name: str, argv: list[str]) -> None:
     if missing:
         raise UserError(f"the following arguments are required: {', '.join(missing)}")
     g.apply(guards, vars(known))
-    where_results_go(command, known.__dict__.get("tracking_uri"), known.__dict__.get("storage_path"))
+    where_results_go(command, known.__dict__.get("tracking_uri"), known.__dict__.get("storage_path"), probe=True)
 
 
-def where_results_go(command: Command, tracking_uri: str | None, storage_path: str | None) -> None:
-    """The tracking URI ($MLFLOW_TRACKING_URI or the default when no flag) is well formed, and
-    nothing is written into a Ray job's temporary working-dir copy."""
+def where_results_go(command: Command, tracking_uri: str | None, storage_path: str | None, probe: bool = False) -> None:
+    """The tracking URI ($MLFLOW_TRACKING_URI or the default when no flag) is well formed (and, with
+    `probe`, a server's answers), and nothing is written into a Ray job's temporary working-dir copy."""
+    label = "--tracking-uri"
     if command.tracking and tracking_uri is None:
         tracking_uri = g.default_tracking_uri()
         if g.TRACKING_ENV in os.environ:
-            g.tracking_uri(g.TRACKING_ENV, tracking_uri)
+            label = g.TRACKING_ENV
+            g.tracking_uri(label, tracking_uri)
+    if command.tracking and probe:
+        g.tracking_server_answers(label, tracking_uri)
     storage = storage_path or command.storage_default
     if error := g.job_copy_error(tracking_uri if command.tracking else None, storage):
         raise UserError(error)

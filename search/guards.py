@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -206,8 +207,12 @@ def writable_folder(flag: str, value: object) -> None:
     base = nearest_existing(path.absolute())
     if not base.is_dir():
         raise UsageError(f"{flag} {value}: {base} is a file, so no folder can be made under it")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {value}: {base} is not writable by this user; pick another folder")
+    try:  # a real probe: access() says yes to root even where nothing can be made (/proc, a read-only mount)
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UsageError(f"{flag} {value}: cannot write in {base} ({reason}); pick another folder") from None
 
 
 def storage(flag: str, value: object) -> None:
@@ -261,6 +266,24 @@ def artifacts_destination(flag: str, value: object) -> None:
 
 
 # --- hosts and addresses --------------------------------------------------------------------------
+
+
+def tracking_server_answers(label: str, uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking URI's /health answers within `timeout` s (a name that does not resolve
+    is refused in 3 s, not after DNS's own timeouts). The login is checked later, with MLflow."""
+    if urlsplit(uri).scheme.lower() not in SERVER_SCHEMES:
+        return
+    import urllib.error
+
+    from gantune.mlflow_server.server import _get_health  # stdlib only
+
+    resolvable_host(label, urlsplit(uri).hostname or "")
+    try:
+        _get_health(uri, timeout)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
+        raise UsageError(f"{label}: MLflow tracking server at {uri} is not reachable: {reason}; start one with "
+                         "`gantune server` or use a sqlite:/// URI") from None
 
 
 def resolvable_host(flag: str, host: str, timeout: float = 3.0) -> None:
