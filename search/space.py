@@ -240,8 +240,8 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
     allowed = {f.name: f for f in fields(SearchSettings)}
     for key in values:
         if key not in allowed:
-            raise SpaceError(f"{path}: unknown key 'search.{key}'{close_match(key, allowed, 'search.{}')}: 'search' takes "
-                             f"{sorted(allowed)}")
+            hint = close_match(key, allowed, "search.{}")
+            raise SpaceError(f"{path}: unknown key 'search.{key}'{hint}: 'search' takes {sorted(allowed)}")
     values = objectives_from_lists(path, values)
     settings = SearchSettings(**{k: tuple(v) if k in TUPLE_SETTINGS else v for k, v in values.items()})
     if settings.mode not in ("max", "min"):
