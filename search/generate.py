@@ -209,13 +209,14 @@ def generate(
         raise GenerateError(f"--format must be one of {FORMATS}, got {fmt!r}")
     source = resolve_source(MlflowClient(tracking_uri, registry_uri=tracking_uri), model_uri)
     out = Path(out)
-    prepare_out(out, overwrite)
+    check_out(out, overwrite)  # before the download; the folder is made only once there are images
     with tempfile.TemporaryDirectory() as tmp:
         try:
             samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
         except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met a pickled object
             raise GenerateError(f"{model_uri}: its checkpoint holds pickled Python objects, which gantune never "
                                 f"loads (weights only): {str(exc).splitlines()[0]}") from exc
+    prepare_out(out, overwrite)
     images, class_names = samples.images, samples.class_names
     files = write_npz(out, images, class_names) if fmt == "npz" else write_per_image(out, images, class_names, fmt)
     metadata = {
@@ -237,12 +238,11 @@ def generate(
     return metadata
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """An empty `out`. Old images beside new ones would leave metadata.json describing only some of
+def check_out(out: Path, overwrite: bool) -> None:
+    """GenerateError unless `out` can be made empty: missing, empty, or (--overwrite) an earlier
+    generate output. Old images beside new ones would leave metadata.json describing only some of
     the folder's files, so a non-empty folder is refused, and --overwrite removes only a folder
     that an earlier generate wrote (it has metadata.json), never an arbitrary one."""
-    import shutil
-
     if out.exists() and not out.is_dir():
         raise GenerateError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -252,6 +252,14 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         if not (out / "metadata.json").is_file():
             raise GenerateError(f"--out {out} is not empty and has no metadata.json, so it is not a `gantune generate` "
                                 "output; --overwrite replaces only those: pick an empty folder")
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """An empty `out` (check_out first): an earlier generate output removed with --overwrite."""
+    import shutil
+
+    check_out(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -25,8 +25,9 @@ from gantune.api import UsageError
 
 def did_you_mean(word: object, options: Iterable[str]) -> str:
     """"; did you mean 'x'?" for the closest of `options` to `word` (difflib), or ""."""
-    close = difflib.get_close_matches(str(word), list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    lowered = {option.lower(): option for option in options}  # PNG -> png
+    close = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.5)  # s4 -> s3
+    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
 
 
 # --- numbers ----------------------------------------------------------------------------------
