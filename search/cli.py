@@ -403,9 +403,10 @@ COMMANDS: dict[str, Command] = {
                 g.Guard("--host", g.host), g.Guard("--port", g.port)),
     ),
     "evaluate": Command(
-        "refit the best config and both baselines, score them once on the test split",
-        "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
-        "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
+        "refit the best config and the three baselines, score them once on the test split",
+        "Refit four methods on the training pool: the best trial's configuration and the real-only, classic "
+        "augmentation and TrivialAugment baselines; score each once on the untouched test split over paired seeds; "
+        "logged as a gantune.role=evaluation run.",
         "gantune evaluate --experiment demo --split test --seeds 5",
         evaluate_entry, tracking=True, check_tracking=True, storage_default="ray_results",
         guards=(g.Guard("--experiment", g.experiment, required=True), g.Guard("--split", g.one_of(("test",))),
