@@ -71,12 +71,32 @@ def resolve_source(client, model_uri: str) -> ModelSource:
             location = client.get_model_version_download_uri(name, version.version)
             return ModelSource(model_uri, location, version.run_id, str(version.version), name)
         if run:
+            client.get_run(run.group(1))  # an unknown run is refused here, before any download
             return ModelSource(model_uri, model_uri, run.group(1), None, None)
     except MlflowException as exc:
-        raise GenerateError(f"cannot resolve {model_uri}: {exc.message}") from exc
+        hint = registry_hint(client, *registered.groups()[:2]) if registered else ""
+        raise GenerateError(f"cannot resolve {model_uri}: {exc.message}{hint}") from exc
     raise GenerateError(
         f"MODEL_URI must be models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH, got {model_uri!r}"
     )
+
+
+def registry_hint(client, name: str, alias: str | None) -> str:
+    """What the registry does hold, for a model name or alias that is not there: the near name,
+    or the model's aliases (with the near one)."""
+    from mlflow.exceptions import MlflowException
+
+    from .guards import did_you_mean
+
+    try:
+        aliases = client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        return f" (registered models: {', '.join(names) or 'none'}{did_you_mean(name, names)})"
+    if alias is None:
+        return ""
+    held = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
+    return f" ({name}'s aliases: {held}{did_you_mean(alias, aliases)})"
 
 
 def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Path:

@@ -330,13 +330,13 @@ def ray_address(flag: str, value: object) -> None:
     text = str(value).strip()
     if text in ("auto", "local"):
         return
-    match = re.fullmatch(r"(?:(ray|http|https)://)?\[?([^\[\]/:]+|[0-9A-Fa-f:]+)\]?:(\d+)/?", text)
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/:]+|[0-9A-Fa-f:]+)\]?:(\d+)/?", text)
     if not match:
         raise UsageError(f"{flag} {text!r}: expected 'auto', HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT "
                          "(Ray Client, port 10001)")
-    number = whole_number(flag, match.group(3), 1, 65535, " (the port of the Ray head)")
-    resolvable_host(flag, match.group(2))
-    reachable(flag, match.group(2), number)
+    host_name, number = match.group(1), whole_number(flag, match.group(2), 1, 65535, " (the port of the Ray head)")
+    resolvable_host(flag, host_name)
+    reachable(flag, host_name, number)
 
 
 # --- where a command runs -------------------------------------------------------------------------

@@ -131,6 +131,12 @@ CASES: dict[str, tuple[bool, list[str], list[str]]] = {
                                     "--out", "o", URI, "{store}"], ["0123456789abcdef0123456789abcdef"]),
     "generate unknown model": (LATE, ["generate", "models:/nope-generator@champion", "--num", "4", "--out", "o",
                                       URI, "{store}"], ["nope-generator"]),
+    "generate alias typo": (LATE, ["generate", "models:/demo-generator@chmpion", "--num", "4", "--out", "o",
+                                   URI, "{store}"], ["@champion (version 1)", "did you mean 'champion'"]),
+    "generate model name typo": (LATE, ["generate", "models:/demo-generatr@champion", "--num", "4", "--out", "o",
+                                        URI, "{store}"], ["demo-generatr", "did you mean 'demo-generator'"]),
+    "generate version missing": (LATE, ["generate", "models:/demo-generator/7", "--num", "4", "--out", "o",
+                                        URI, "{store}"], ["models:/demo-generator/7"]),
     # --- dashboard ---------------------------------------------------------------------------------
     "dashboard port 0": (E, [*DASHBOARD, "--port", "0"], ["--port", "1..65535"]),
     "dashboard port too big": (E, [*DASHBOARD, "--port", "70000"], ["--port", "1..65535"]),
@@ -261,6 +267,11 @@ CASES: dict[str, tuple[bool, list[str], list[str]]] = {
                                    ["--optuna-storage", "sqlite:///"]),
     "search seed negative": (E, [*DRY_RUN, "--seed", "-1"], ["--seed", "random seed"]),
     "search gan cache scheme": (E, [*DRY_RUN, "--gan-cache", "http://h/cache"], ["--gan-cache"]),
+    "search --set key typo": (LATE, [*DRY_RUN, "--set", "gan.lrr=0.001"], ["--set: unknown key 'gan.lrr'",
+                                                                           "did you mean 'gan.lr'"]),
+    "search --set section typo": (LATE, [*DRY_RUN, "--set", "gann.lr=0.001"], ["--set:", "did you mean 'gan.lr'"]),
+    "search --set search key typo": (LATE, [*DRY_RUN, "--set", "search.num_sample=3"],
+                                     ["--set:", "did you mean 'search.num_samples'"]),
     # --- the command itself --------------------------------------------------------------------------
     "command typo promote": (E, ["promot", "--experiment", "demo"], ["'promot'", "did you mean 'promote'"]),
     "command typo evaluate": (E, ["evaluat", "--experiment", "demo"], ["did you mean 'evaluate'"]),
@@ -283,11 +294,17 @@ def materialise(argv: list[str], tmp: Path, store: str) -> tuple[list[str], dict
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    """A SQLite store with the experiment 'demo' (and no search in it)."""
+    """A SQLite store with the experiment 'demo' (no search in it) and the registered model
+    demo-generator, version 1 @champion."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    MlflowClient(uri).create_experiment("demo")
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_experiment("demo")
+    client.create_registered_model("demo-generator")
+    client.create_model_version("demo-generator", (folder / "model").as_uri())
+    client.set_registered_model_alias("demo-generator", "champion", "1")
     return uri
 
 
@@ -361,3 +378,17 @@ def test_a_bare_path_tracking_uri_is_refused_in_about_a_second(tmp_path):
     seconds = time.monotonic() - start
     assert_usage_error(Outcome(proc.returncode, proc.stdout + proc.stderr), "--tracking-uri", "sqlite:///mlflow.db")
     assert seconds < 5, f"{seconds:.1f} s"
+
+
+def test_an_unknown_key_with_a_searched_range_is_named_with_a_suggestion_not_a_range_end(isolated):
+    """ux.md: `gan: {lrr: {loguniform: [...]}}` was reported with "(the low end of its searched
+    range ...)", which means nothing for a key that does not exist."""
+    space = isolated / "typo.yaml"
+    space.write_text(f"data: {{path: {NPZ}, folds: 3}}\ngan:\n  lrr: {{loguniform: [0.0001, 0.001]}}\n"
+                     "synt:\n  ratio: 1\n")
+    outcome = run(["search", space, "--dry-run"])
+    assert_usage_error(outcome, "unknown section(s) ['synt'] (did you mean 'synth'?)")
+    space.write_text(space.read_text().replace("synt:", "synth:"))
+    outcome = run(["search", space, "--dry-run"])
+    assert_usage_error(outcome, str(space), "unknown key 'gan.lrr' (did you mean 'gan.lr'?)")
+    assert "end of its searched range" not in outcome.output
