@@ -135,6 +135,8 @@ CASES: dict[str, tuple[bool, list[str], list[str]]] = {
                                    URI, "{store}"], ["@champion (version 1)", "did you mean 'champion'"]),
     "generate model name typo": (LATE, ["generate", "models:/demo-generatr@champion", "--num", "4", "--out", "o",
                                         URI, "{store}"], ["demo-generatr", "did you mean 'demo-generator'"]),
+    "generate run without generator": (LATE, ["generate", "runs:/{run}/generator", "--num", "4", "--out", "o",
+                                              URI, "{store}"], ["cannot download runs:/"]),
     "generate version missing": (LATE, ["generate", "models:/demo-generator/7", "--num", "4", "--out", "o",
                                         URI, "{store}"], ["models:/demo-generator/7"]),
     # --- dashboard ---------------------------------------------------------------------------------
@@ -280,22 +282,25 @@ CASES: dict[str, tuple[bool, list[str], list[str]]] = {
 
 
 def materialise(argv: list[str], tmp: Path, store: str) -> tuple[list[str], dict[str, str]]:
-    """The case's argv with its placeholders filled in, and ENV=... turned into MLFLOW_TRACKING_URI."""
+    """The case's argv with its placeholders filled in ({run}: the id after '#' in `store`), and
+    ENV=... turned into MLFLOW_TRACKING_URI."""
     file = tmp / "a-file.txt"
     file.write_text("not a folder\n")
+    store, _, run_id = store.partition("#")
     env, out = {}, []
     for arg in argv:
         if arg.startswith("ENV="):
             env["MLFLOW_TRACKING_URI"] = arg[4:]
             continue
-        out.append(arg.replace("{file}", str(file)).replace("{tmp}", str(tmp)).replace("{store}", store))
+        out.append(arg.replace("{file}", str(file)).replace("{tmp}", str(tmp)).replace("{store}", store)
+                   .replace("{run}", run_id))
     return out, env
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    """A SQLite store with the experiment 'demo' (no search in it) and the registered model
-    demo-generator, version 1 @champion."""
+    """A SQLite store with the experiment 'demo' (no search in it, one empty run) and the
+    registered model demo-generator, version 1 @champion; as URI#RUN_ID."""
     from mlflow.tracking import MlflowClient
 
     folder = tmp_path_factory.mktemp("store")
@@ -305,7 +310,8 @@ def store(tmp_path_factory) -> str:
     client.create_registered_model("demo-generator")
     client.create_model_version("demo-generator", (folder / "model").as_uri())
     client.set_registered_model_alias("demo-generator", "champion", "1")
-    return uri
+    run = client.create_run(client.get_experiment_by_name("demo").experiment_id)  # a run without a generator
+    return f"{uri}#{run.info.run_id}"
 
 
 @pytest.fixture
