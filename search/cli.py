@@ -427,7 +427,7 @@ COMMANDS: dict[str, Command] = {
         "List the trained GANs the searches on a storage path share, or delete old ones / cap the size.",
         "gantune cache ls\n         gantune cache prune --older-than 30d --max-size 2G",
         cache_entry, storage_default="ray_results",
-        guards=(g.Guard("--storage-path", g.storage), g.Guard("--gan-cache", g.storage),
+        guards=(g.Guard("--storage-path", g.storage_to_read), g.Guard("--gan-cache", g.storage_to_read),
                 g.Guard("--older-than", cache_age), g.Guard("--max-size", cache_size)),
     ),
     "gc": Command(

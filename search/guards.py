@@ -216,12 +216,14 @@ def writable_folder(flag: str, value: object) -> None:
         raise UsageError(f"{flag} {value}: cannot write in {base} ({reason}); pick another folder") from None
 
 
-def storage(flag: str, value: object) -> None:
-    """A local folder that can be written, or a URL of a storage pyarrow/fsspec opens (s3://BUCKET/...)."""
+def storage(flag: str, value: object, writable: bool = True) -> None:
+    """A local folder that can be written (`writable`; else one that is not a file), or a URL of a
+    storage pyarrow/fsspec opens (s3://BUCKET/...)."""
     text = str(value).strip()
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)(.*)$", text)
     if not match:
-        writable_folder(flag, text)
+        local_folder = writable_folder if writable else not_a_file
+        local_folder(flag, text)
         return
     scheme, slashes, rest = match.group(1).lower(), match.group(2), match.group(3)
     if scheme not in STORAGE_SCHEMES:
@@ -230,9 +232,22 @@ def storage(flag: str, value: object) -> None:
     if slashes != "//" and scheme != "file":
         raise UsageError(f"{flag} {text!r} is not a URL: write {scheme}://{rest or 'BUCKET/PREFIX'}")
     if scheme == "file":
-        writable_folder(flag, "/" + rest.lstrip("/"))
+        (writable_folder if writable else not_a_file)(flag, "/" + rest.lstrip("/"))
     elif not rest.split("/")[0]:
         raise UsageError(f"{flag} {text!r} names no bucket or host: write {scheme}://BUCKET/PREFIX")
+
+
+def storage_to_read(flag: str, value: object) -> None:
+    """storage() for a command that may only read there (`cache ls`): a folder need not be writable."""
+    storage(flag, value, writable=False)
+
+
+def not_a_file(flag: str, value: object) -> None:
+    """A folder, or a path where one could be: neither it nor a parent is a file."""
+    path = Path(os.path.expanduser(str(value))).absolute()
+    base = nearest_existing(path)
+    if not base.is_dir():
+        raise UsageError(f"{flag} {value}: {base} is a file, not a folder")
 
 
 def existing_path(flag: str, value: object) -> None:
