@@ -100,18 +100,20 @@ def resolve_space(space, overrides: dict | None = None, smoke_test: bool = False
 
     try:
         space = space if isinstance(space, Space) else load_space(space)
-        overrides = dict(overrides or {})
         if smoke_test:
             # One baseline only, so a 2-trial smoke search still trains a GAN pipeline.
             first_baseline = list(space.search.baselines[:1])
-            overrides = {**SMOKE_TEST, "search.num_samples": 2, "search.baselines": first_baseline, **overrides}
+            space = space.with_overrides({**SMOKE_TEST, "search.num_samples": 2, "search.baselines": first_baseline})
+        # The user's values after the smoke test's (they win), blamed on --set when wrong.
+        space = space.with_overrides(dict(overrides or {}), source="--set")
+        flags = {}
         if data:
-            overrides["data.path"] = str(data)
+            flags["data.path"] = str(data)
         if num_samples is not None:
-            overrides["search.num_samples"] = num_samples
+            flags["search.num_samples"] = num_samples
         if max_concurrent is not None:
-            overrides["search.max_concurrent"] = max_concurrent
-        space = space.with_overrides(overrides)
+            flags["search.max_concurrent"] = max_concurrent
+        space = space.with_overrides(flags)
         return replace(space, smoke_test=True) if smoke_test else space
     except SpaceError as exc:
         raise UsageError(str(exc)) from exc
@@ -134,6 +136,8 @@ def search_options(space, **values):
     failures = values.get("max_failures")
     if failures is not None and failures < 0:  # Ray reads -1 as "retry forever"
         raise UsageError(f"--max-failures must be >= 0 (retries of a failed trial; 0 = none), got {failures}")
+    if values.get("tracking_uri") is not None:
+        check_tracking_uri(values["tracking_uri"])
     resolved = {f.name: default(f.name) for f in fields(SearchOptions)}
     resolved.update({k: v for k, v in values.items() if v is not None})
     resolved.update(
@@ -162,6 +166,14 @@ def job_cluster_address() -> str | None:
     RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_ADDRESS for it): the search joins the job's cluster
     instead of starting a private one-node cluster inside the job."""
     return "auto" if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A tracking URI MLflow can open (gantune.search.guards.tracking_uri): a bare path such as
+    mlflow.db is refused with its sqlite:/// spelling instead of MLflow's traceback."""
+    from gantune.search.guards import tracking_uri
+
+    tracking_uri("--tracking-uri", uri)
 
 
 def check_tracking(tracking_uri: str) -> None:
@@ -243,6 +255,7 @@ def store(tracking_uri: str | None) -> str:
     from gantune.search.tracking import default_tracking_uri, missing_store
 
     uri = tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)
     if reason := missing_store(uri):
         raise UsageError(reason)
     check_tracking(uri)

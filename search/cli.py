@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -16,6 +17,7 @@ from typing import Callable
 
 from gantune.api import UsageError as UserError  # bad input: printed without a traceback, exit 2
 
+from . import guards as g
 from .options import FLAGS, SearchOptions, default, field_help
 
 EXIT_USAGE = 2
@@ -219,6 +221,8 @@ def data_main(args) -> int:
 
 
 def data_check_command(args) -> int:
+    if not Path(args.path).exists():  # before the imports below (torch, MONAI): a typo costs a second
+        raise UserError(f"{args.path}: no such file or folder")
     from gantune.trainables.config import TrialConfig
     from gantune.trainables.data.check import data_check_main
 
@@ -230,8 +234,6 @@ def data_check_command(args) -> int:
             cfg = TrialConfig.from_flat(load_space(args.space).fixed)
         except SpaceError as exc:
             raise UserError(str(exc)) from exc
-    if not Path(args.path).exists():
-        raise UserError(f"{args.path}: no such file or folder")
     folds = cfg.data.folds if args.folds is None else args.folds
     if folds < 2:  # `args.folds or ...` once turned --folds 0 into 5 silently
         raise UserError(f"--folds must be >= 2 (k of the k-fold cross-validation), got {folds}")
@@ -290,6 +292,32 @@ class Command:
     """Takes --tracking-uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db, resolved before main)."""
     check_tracking: bool = False
     """Reads a finished search: the store must exist (none is created) and a server answer before main runs."""
+    guards: tuple[g.Guard, ...] = ()
+    """Checks of its flags' values (search/guards.py), run before its module is imported, and again
+    on the parsed arguments; --tracking-uri's is added for every tracking command."""
+    storage_default: str | None = None
+    """Its --storage-path default, when it has one (a folder a Ray job's copy would hold)."""
+
+    def all_guards(self) -> tuple[g.Guard, ...]:
+        return self.guards + ((g.Guard("--tracking-uri", g.tracking_uri),) if self.tracking else ())
+
+
+def cache_age(flag: str, value: object) -> None:
+    from .gan_cache import CacheError, parse_age  # stdlib only
+
+    try:
+        parse_age(str(value))
+    except CacheError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def cache_size(flag: str, value: object) -> None:
+    from .gan_cache import CacheError, parse_size
+
+    try:
+        parse_size(str(value))
+    except CacheError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def search_entry() -> Entry:
@@ -353,19 +381,28 @@ COMMANDS: dict[str, Command] = {
         "run a search over GAN augmentation pipelines",
         "Run a Ray Tune + Optuna search defined by a space file; every trial is an MLflow run.",
         "gantune search spaces/demo.yaml --num-samples 6 --experiment demo",
-        search_entry, tracking=True,
+        search_entry, tracking=True, storage_default=default("storage_path"),
+        guards=(g.Guard("--storage-path", g.storage), g.Guard("--address", g.ray_address),
+                g.Guard("--optuna-storage", g.database), g.Guard("--gan-cache", g.storage),
+                g.Guard("--seed", g.seed)),
     ),
     "promote": Command(
         "register the best trial's generator as <experiment>-generator@champion",
         "Register the best trial's generator of the experiment's latest search, if it beats the real-only baseline.",
         "gantune promote --experiment demo --metric val_auc",
         promote_entry, tracking=True, check_tracking=True,
+        guards=(g.Guard("--experiment", g.experiment, required=True), g.Guard("--mode", g.one_of(("max", "min"))),
+                g.Guard("--model-name", g.model_name), g.Guard("--alias", g.alias)),
     ),
     "generate": Command(
         "write N synthetic images per class from a registered generator",
         "Write N synthetic images per class (png, npz or mha) from a registered or logged generator.",
         "gantune generate models:/demo-generator@champion --num 100 --out synthetic/ --format png",
         generate_entry, tracking=True, check_tracking=True,
+        guards=(g.Guard("--num", g.at_least(1, " (images per class)"), required=True),
+                g.Guard("--out", g.writable_folder, required=True),
+                g.Guard("--format", g.one_of(("png", "npz", "mha"))),
+                g.Guard("--seed", g.seed)),
     ),
     "report": Command(
         "leaderboard, plots and an HTML summary of an experiment's latest search",
@@ -373,6 +410,9 @@ COMMANDS: dict[str, Command] = {
         "hyperparameter importances, parallel coordinates, ratio vs metric) and report.html on its parent run.",
         "gantune report --experiment demo --top 5",
         report_entry, tracking=True, check_tracking=True,
+        guards=(g.Guard("--experiment", g.experiment, required=True),
+                g.Guard("--top", g.at_least(1, " (trials shown)")),
+                g.Guard("--output", g.writable_folder)),
     ),
     "dashboard": Command(
         "open the Optuna study of an experiment's latest search in optuna-dashboard",
@@ -380,25 +420,36 @@ COMMANDS: dict[str, Command] = {
         "per-fold intermediate values, history, importances. Listens on 127.0.0.1 unless --host says otherwise.",
         "gantune dashboard --experiment demo --port 8080",
         dashboard_entry, tracking=True, check_tracking=True,
+        guards=(g.Guard("--experiment", g.experiment, required=True), g.Guard("--optuna-storage", g.database),
+                g.Guard("--host", g.host), g.Guard("--port", g.port)),
     ),
     "evaluate": Command(
-        "refit the best config and both baselines, score them once on the test split",
-        "Refit the best trial's configuration, real-only and classic augmentation on the training pool "
-        "and score each once on the untouched test split over paired seeds; logged as a gantune.role=evaluation run.",
+        "refit the best config and the three baselines, score them once on the test split",
+        "Refit four methods on the training pool: the best trial's configuration and the real-only, classic "
+        "augmentation and TrivialAugment baselines; score each once on the untouched test split over paired seeds; "
+        "logged as a gantune.role=evaluation run.",
         "gantune evaluate --experiment demo --split test --seeds 5",
-        evaluate_entry, tracking=True, check_tracking=True,
+        evaluate_entry, tracking=True, check_tracking=True, storage_default="ray_results",
+        guards=(g.Guard("--experiment", g.experiment, required=True), g.Guard("--split", g.one_of(("test",))),
+                g.Guard("--seeds", g.at_least(1, " (seeds per method)")), g.Guard("--data", g.existing_path),
+                g.Guard("--trial", g.trial_id), g.Guard("--storage-path", g.storage), g.Guard("--gan-cache", g.storage),
+                g.Guard("--draws", g.at_least(1)), g.Guard("--cpus", g.at_least(1, " (torch threads)"))),
     ),
     "data": Command(
         "inspect a dataset before searching it",
         "Inspect a dataset before searching it.",
         "gantune data check data/breastmnist.npz --folds 3",
         data_entry,
+        guards=(g.Guard("--folds", g.at_least(2, " (k of the k-fold cross-validation)")),
+                g.Guard("--space", g.existing_path)),
     ),
     "cache": Command(
         "list or prune the generator cache that trials share",
         "List the trained GANs the searches on a storage path share, or delete old ones / cap the size.",
         "gantune cache ls\n         gantune cache prune --older-than 30d --max-size 2G",
-        cache_entry,
+        cache_entry, storage_default="ray_results",
+        guards=(g.Guard("--storage-path", g.storage_to_read), g.Guard("--gan-cache", g.storage_to_read),
+                g.Guard("--older-than", cache_age), g.Guard("--max-size", cache_size)),
     ),
     "gc": Command(
         "delete the generator models of an experiment's trials outside each search's top N",
@@ -407,6 +458,8 @@ COMMANDS: dict[str, Command] = {
         "and the bytes freed.",
         "gantune gc --experiment demo --keep-top 3\n         gantune gc --experiment demo --keep-top 3 --yes",
         gc_entry, tracking=True, check_tracking=True,
+        guards=(g.Guard("--experiment", g.experiment, required=True),
+                g.Guard("--keep-top", g.at_least(0, " (trials kept per search)"), required=True)),
     ),
     "server": Command(
         "start an MLflow tracking server (SQLite by default; PostgreSQL + S3 for production)",
@@ -415,6 +468,10 @@ COMMANDS: dict[str, Command] = {
         "gantune server --port 5000\n         gantune server --backend-store-uri postgresql://mlflow@db/mlflow "
         "--artifacts-destination s3://gantune/mlflow --auth",
         server_entry,
+        guards=(g.Guard("--host", g.host), g.Guard("--port", g.port), g.Guard("--workers", g.at_least(1)),
+                g.Guard("--backend-store-uri", g.database), g.Guard("--auth-cache-ttl", g.at_least(0, " seconds")),
+                g.Guard("--workdir", g.writable_folder), g.Guard("--auth-credentials-file", g.existing_path),
+                g.Guard("--artifacts-destination", g.artifacts_destination)),
     ),
 }
 """Every subcommand, in `gantune --help` order."""
@@ -449,13 +506,60 @@ def build_parser(load: tuple[str, ...] | None = None) -> argparse.ArgumentParser
     return parser
 
 
+def early_checks(name: str, argv: list[str]) -> None:
+    """The guarded flags of command `name` checked on the raw argv, before its module (and torch,
+    MLflow, Ray) is imported: a bad value costs a second, not 6 to 9. A flag typed abbreviated is
+    left to the checks after parsing (late_checks)."""
+    command = COMMANDS[name]
+    guards = command.all_guards()
+    if not guards or "-h" in argv or "--help" in argv:
+        return
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for guard in guards:
+        parser.add_argument(guard.flag, dest=guard.dest)
+    rest = argv[argv.index(name) + 1:]
+    try:
+        known, _ = parser.parse_known_args(rest)
+    except argparse.ArgumentError:  # e.g. a flag without its value: the command's own parser says so
+        return
+    typed = {a.split("=")[0] for a in rest if a.startswith("--")}
+    missing = [guard.flag for guard in guards if guard.required and getattr(known, guard.dest) is None
+               and not any(guard.flag.startswith(t) and len(t) > 2 for t in typed)]
+    if missing:
+        raise UserError(f"the following arguments are required: {', '.join(missing)}")
+    g.apply(guards, vars(known))
+    where_results_go(command, known.__dict__.get("tracking_uri"), known.__dict__.get("storage_path"), probe=True)
+
+
+def where_results_go(command: Command, tracking_uri: str | None, storage_path: str | None, probe: bool = False) -> None:
+    """The tracking URI ($MLFLOW_TRACKING_URI or the default when no flag) is well formed (and, with
+    `probe`, a server's answers), and nothing is written into a Ray job's temporary working-dir copy."""
+    label = "--tracking-uri"
+    if command.tracking and tracking_uri is None:
+        tracking_uri = g.default_tracking_uri()
+        if g.TRACKING_ENV in os.environ:
+            label = g.TRACKING_ENV
+            g.tracking_uri(label, tracking_uri)
+    if command.tracking and probe:
+        g.tracking_server_answers(label, tracking_uri)
+    storage = storage_path or command.storage_default
+    if error := g.job_copy_error(tracking_uri if command.tracking else None, storage):
+        raise UserError(error)
+
+
+def late_checks(command: Command, args) -> None:
+    """The same checks on the parsed arguments: a flag typed abbreviated (--track) reaches them only here."""
+    g.apply(command.all_guards(), vars(args))
+    where_results_go(command, getattr(args, "tracking_uri", None), getattr(args, "storage_path", None))
+
+
 def run_command(command: Command, args) -> int:
-    """Resolve the tracking URI (and check the server answers), run; the command's own errors -> exit 2."""
+    """Check the flags, resolve the tracking URI (and check the server answers), run; the command's
+    own errors -> exit 2."""
+    late_checks(command, args)
     entry = command.load()
     if command.tracking:
-        from .tracking import default_tracking_uri
-
-        args.tracking_uri = args.tracking_uri or default_tracking_uri()
+        args.tracking_uri = args.tracking_uri or g.default_tracking_uri()
         if command.check_tracking:
             check_store(args.tracking_uri)
     try:
@@ -464,13 +568,29 @@ def run_command(command: Command, args) -> int:
         raise UserError(str(exc)) from exc
 
 
+def unknown_command(argv: list[str]) -> str | None:
+    """The command typed when it is none of gantune's (argparse lists the choices, but suggests none)."""
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command comes first
+    if chosen is None or chosen in COMMANDS:
+        return None
+    return f"unknown command {chosen!r}{g.did_you_mean(chosen, COMMANDS)} (commands: {', '.join(COMMANDS)})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command comes first
+    try:
+        if error := unknown_command(argv):
+            raise UserError(error)
+        if chosen is not None:
+            early_checks(chosen, argv)
+    except UserError as exc:
+        print(f"gantune: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from .logs import quiet_libraries
 
     # First: building the parser imports the command's module, and MLflow reads its level on import.
     quiet_libraries(verbose="--verbose" in argv)
-    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command comes first
     parser = build_parser(load=(chosen,) if chosen in COMMANDS else ())
     args = parser.parse_args(argv)
     args.argv = argv  # to print a command to run again

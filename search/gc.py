@@ -15,7 +15,15 @@ import argparse
 from dataclasses import dataclass
 
 from .leaderboard import rank_for_selection
-from .runs import RunsError, add_fold_values, resolved_space, space_from_resolved, trial_id_of, trial_runs
+from .runs import (
+    RunsError,
+    add_fold_values,
+    experiment_not_found,
+    resolved_space,
+    space_from_resolved,
+    trial_id_of,
+    trial_runs,
+)
 
 HEAVY_ARTIFACTS = ("generator",)
 """Artifact paths of a trial run that gc deletes (the rest stays)."""
@@ -78,7 +86,7 @@ def plan(client, experiment_name: str, keep_top: int) -> tuple[list[Deletion], l
     """(what to delete, the searches skipped because they still run)."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise GcError(f"--experiment: no MLflow experiment named '{experiment_name}'")
+        raise GcError(f"--experiment: {experiment_not_found(client, experiment_name)}")
     protected = registered_run_ids(client)
     deletions, running = [], []
     for search in client.search_runs([experiment.experiment_id], SEARCH_FILTER, max_results=10_000):

@@ -71,12 +71,32 @@ def resolve_source(client, model_uri: str) -> ModelSource:
             location = client.get_model_version_download_uri(name, version.version)
             return ModelSource(model_uri, location, version.run_id, str(version.version), name)
         if run:
+            client.get_run(run.group(1))  # an unknown run is refused here, before any download
             return ModelSource(model_uri, model_uri, run.group(1), None, None)
     except MlflowException as exc:
-        raise GenerateError(f"cannot resolve {model_uri}: {exc.message}") from exc
+        hint = registry_hint(client, *registered.groups()[:2]) if registered else ""
+        raise GenerateError(f"cannot resolve {model_uri}: {exc.message}{hint}") from exc
     raise GenerateError(
         f"MODEL_URI must be models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH, got {model_uri!r}"
     )
+
+
+def registry_hint(client, name: str, alias: str | None) -> str:
+    """What the registry does hold, for a model name or alias that is not there: the near name,
+    or the model's aliases (with the near one)."""
+    from mlflow.exceptions import MlflowException
+
+    from .guards import did_you_mean
+
+    try:
+        aliases = client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        return f" (registered models: {', '.join(names) or 'none'}{did_you_mean(name, names)})"
+    if alias is None:
+        return ""
+    held = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
+    return f" ({name}'s aliases: {held}{did_you_mean(alias, aliases)})"
 
 
 def download_checkpoint(source: ModelSource, tracking_uri: str, dst: str) -> Path:
@@ -209,13 +229,14 @@ def generate(
         raise GenerateError(f"--format must be one of {FORMATS}, got {fmt!r}")
     source = resolve_source(MlflowClient(tracking_uri, registry_uri=tracking_uri), model_uri)
     out = Path(out)
-    prepare_out(out, overwrite)
+    check_out(out, overwrite)  # before the download; the folder is made only once there are images
     with tempfile.TemporaryDirectory() as tmp:
         try:
             samples = sample_classes(download_checkpoint(source, tracking_uri, tmp), num, seed, use_filter)
         except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met a pickled object
             raise GenerateError(f"{model_uri}: its checkpoint holds pickled Python objects, which gantune never "
                                 f"loads (weights only): {str(exc).splitlines()[0]}") from exc
+    prepare_out(out, overwrite)
     images, class_names = samples.images, samples.class_names
     files = write_npz(out, images, class_names) if fmt == "npz" else write_per_image(out, images, class_names, fmt)
     metadata = {
@@ -237,12 +258,11 @@ def generate(
     return metadata
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """An empty `out`. Old images beside new ones would leave metadata.json describing only some of
+def check_out(out: Path, overwrite: bool) -> None:
+    """GenerateError unless `out` can be made empty: missing, empty, or (--overwrite) an earlier
+    generate output. Old images beside new ones would leave metadata.json describing only some of
     the folder's files, so a non-empty folder is refused, and --overwrite removes only a folder
     that an earlier generate wrote (it has metadata.json), never an arbitrary one."""
-    import shutil
-
     if out.exists() and not out.is_dir():
         raise GenerateError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -252,6 +272,14 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         if not (out / "metadata.json").is_file():
             raise GenerateError(f"--out {out} is not empty and has no metadata.json, so it is not a `gantune generate` "
                                 "output; --overwrite replaces only those: pick an empty folder")
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """An empty `out` (check_out first): an earlier generate output removed with --overwrite."""
+    import shutil
+
+    check_out(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

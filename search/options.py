@@ -42,10 +42,10 @@ class SearchOptions:
     no_gan_cache: bool = False
     """Train every GAN, reuse none."""
     resume: str | None = None
-    """Continue the experiment's killed or stopped search (same space, --set values, --storage-path, --experiment,
-    --seed and resources; see search/resume.py), or the one whose parent run id is given when several are unfinished;
-    `--resume auto`: continue the newest unfinished one with this space and options that Tune can restore, else start
-    a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
+    """Continue the experiment's killed or stopped search (give the same space, --set values, --storage-path,
+    --experiment, --seed and resources as its first run), or the one whose parent run id is given when several are
+    unfinished; `--resume auto`: continue the newest unfinished one with this space and options that Tune can
+    restore, else start a new search (an entrypoint a RayJob retry or a re-created head can simply run again)."""
     keep_artifacts: str = "complete"
     """Which trials keep their generator model (the heavy artifact): 'complete' (logged once, at a trial's last fold;
     a trial stopped early keeps none), 'best' (as complete, then only the best trial's is kept when the search ends)

@@ -48,6 +48,11 @@ class Snapshot:
     elapsed_s: float
     eta_s: float | None
     """Estimated seconds until every trial has ended (FoldEta); None before any fold has finished."""
+    best_folds: int = 0
+    """Folds behind best_value: the best is chosen only among the trials with the most folds done
+    (a running trial's one lucky fold is not compared with complete trials' means)."""
+    folds: int = 0
+    """Folds of a complete trial."""
 
 
 def ended_outcome(trial, folds: int) -> str:
@@ -58,8 +63,10 @@ def snapshot(trials, metric: str, mode: str, hyperparameters: list[str], total: 
              elapsed_s: float, eta_s: float | None = None) -> Snapshot:
     """`trials` are Tune Trials (or anything with trial_id, status, last_result and config)."""
     best, sign = None, 1.0 if mode == "max" else -1.0
-    for t in trials:
-        if not usable(t.last_result or {}, metric, failed=t.status == "ERROR"):
+    candidates = [t for t in trials if usable(t.last_result or {}, metric, failed=t.status == "ERROR")]
+    most = max((done(t) for t in candidates), default=0)
+    for t in candidates:
+        if done(t) != most:  # only means over the same number of folds are compared
             continue
         value = t.last_result[metric]
         if best is None or sign * value > sign * best.last_result[metric]:
@@ -73,6 +80,8 @@ def snapshot(trials, metric: str, mode: str, hyperparameters: list[str], total: 
         best_params={k: best.config.get(k) for k in hyperparameters} if best else {},
         elapsed_s=elapsed_s,
         eta_s=eta_s,
+        best_folds=most,
+        folds=folds,
     )
 
 
@@ -187,7 +196,8 @@ def status_line(s: Snapshot, metric: str) -> str:
         best = f"no {metric} yet"
     else:
         params = " ".join(f"{k}={value_text(v)}" for k, v in s.best_params.items())
-        best = f"best {metric} {s.best_value:.4g} (trial {s.best_trial}{', ' + params if params else ''})"
+        partial = f" after {s.best_folds}/{s.folds} folds, partial" if 0 < s.best_folds < s.folds else ""
+        best = f"best {metric} {s.best_value:.4g} (trial {s.best_trial}{partial}{', ' + params if params else ''})"
     left = "0s" if ended >= s.total else f"~{duration(s.eta_s)}"
     return f"{counts} {best} | {duration(s.elapsed_s)} elapsed, {left} left"
 

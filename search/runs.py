@@ -51,10 +51,12 @@ def experiment_not_found(client, experiment_name: str) -> str:
     command run in another folder than the search, so on another default store)."""
     from .tracking import PER_FOLDER_HINT
 
+    from .guards import did_you_mean
+
     names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
     has = f"it has {', '.join(repr(n) for n in names)}" if names else "it has no experiments"
-    return (f"no MLflow experiment named '{experiment_name}' in {client.tracking_uri} ({has}); "
-            f"{PER_FOLDER_HINT}")
+    return (f"no MLflow experiment named '{experiment_name}' in {client.tracking_uri} ({has})"
+            f"{did_you_mean(experiment_name, names)}; {PER_FOLDER_HINT}")
 
 
 def trial_runs(client, experiment_id: str, parent_run_id: str, extra_filter: str = "", order_by=None) -> list:

@@ -18,7 +18,7 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key, unsafe_name
+from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key, close_match, unsafe_name
 from gantune.trainables.generative_metrics import GEN_METRIC_NAMES
 from gantune.trainables.metrics import trial_metric_names
 
@@ -135,14 +135,16 @@ class Space:
             points.append(point)
         return points
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Space:
+    def with_overrides(self, overrides: dict[str, Any], source: str | None = None) -> Space:
+        """The space with these keys fixed; an error names `source` (e.g. '--set') or else the space file."""
         fixed, domains = dict(self.fixed), dict(self.domains)
         search = self.search
+        where = source or self.path
         for key, value in overrides.items():
             if key.startswith("search."):
-                search = make_search_settings(self.path, {**vars(search), key[7:]: value})
+                search = make_search_settings(where, {**vars(search), key[7:]: value})
                 continue
-            check(self.path, key, value)
+            check(where, key, value)
             domains.pop(key, None)
             fixed[key] = value
         space = replace(self, fixed=fixed, domains=domains, search=search)
@@ -201,6 +203,10 @@ def to_distribution(path: str, key: str, domain: dict[str, Any]) -> od.BaseDistr
 
 
 def parse_domain(path: str, key: str, value: dict) -> dict[str, Any]:
+    try:  # first: an unknown key is not a range problem (its "low end" would be blamed otherwise)
+        check_key(key)
+    except ConfigError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
     if len(value) != 1 or next(iter(value)) not in DOMAIN_KINDS:
         raise SpaceError(f"{path}: '{key}' must be a value or one of {{{'|'.join(DOMAIN_KINDS)}: ...}}, got {value}")
     (kind, args), = value.items()
@@ -238,7 +244,8 @@ def make_search_settings(path: str, values: dict[str, Any]) -> SearchSettings:
     allowed = {f.name: f for f in fields(SearchSettings)}
     for key in values:
         if key not in allowed:
-            raise SpaceError(f"{path}: unknown key 'search.{key}': 'search' takes {sorted(allowed)}")
+            hint = close_match(key, allowed, "search.{}")
+            raise SpaceError(f"{path}: unknown key 'search.{key}'{hint}: 'search' takes {sorted(allowed)}")
     values = objectives_from_lists(path, values)
     settings = SearchSettings(**{k: tuple(v) if k in TUPLE_SETTINGS else v for k, v in values.items()})
     if settings.mode not in ("max", "min"):
@@ -324,8 +331,10 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     unknown = set(raw) - set(SECTIONS) - {"name", "search"}
     if unknown:
+        hints = "".join(close_match(str(u), [*SECTIONS, "name", "search"]) for u in sorted(unknown, key=str))
         raise SpaceError(
-            f"{path}: unknown section(s) {sorted(unknown)}; allowed: name, search, {', '.join(sorted(SECTIONS))}"
+            f"{path}: unknown section(s) {sorted(unknown, key=str)}{hints}; allowed: name, search, "
+            f"{', '.join(sorted(SECTIONS))}"
         )
     fixed, domains = {}, {}
     for section in SECTIONS:

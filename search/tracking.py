@@ -6,28 +6,19 @@ callbacks that close trial runs in search/callbacks.py."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from .guards import DEFAULT_TRACKING_DB, default_tracking_uri  # noqa: F401 (re-exported: stdlib-only there)
 from .leaderboard import gan_cache_totals
 from gantune.trainables.paths import inside
 
-DEFAULT_TRACKING_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 FAILURE_TAG = "gantune.failure_reason"
 """Why a run ended FAILED (trial runs and search parent runs alike)."""
 SMOKE_TAG = "gantune.smoke_test"
 """'true' on the parent run of a `gantune search --smoke-test` (budgets shrunk to minutes)."""
-
-
-def default_tracking_uri(workdir: str | os.PathLike = ".") -> str:
-    """MLFLOW_TRACKING_URI, else a SQLite file in the working directory (absolute: Ray workers
-    run in other directories)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(workdir).resolve() / DEFAULT_TRACKING_DB}"
 
 
 PER_FOLDER_HINT = (

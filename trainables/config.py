@@ -173,11 +173,22 @@ def check_key(key: str) -> tuple[str, str]:
                           "on the same [0, 1] intensity scale, and can be searched)")
     section, dot, name = key.partition(".")
     if not dot or section not in SECTIONS:
-        raise ConfigError(f"unknown key '{key}': sections are {sorted(SECTIONS)}")
+        raise ConfigError(f"unknown key '{key}'{close_match(section, SECTIONS, '{}.' + name)}: sections are "
+                          f"{sorted(SECTIONS)}")
     allowed = {f.name for f in fields(SECTIONS[section])}
     if name not in allowed:
-        raise ConfigError(f"unknown key '{key}': '{section}' takes {sorted(allowed)}")
+        raise ConfigError(f"unknown key '{key}'{close_match(name, allowed, section + '.{}')}: '{section}' takes "
+                          f"{sorted(allowed)}")
     return section, name
+
+
+def close_match(word: str, options, shown: str = "{}") -> str:
+    """" (did you mean 'gan.lr'?)" for the nearest of `options` to `word` (difflib), written into
+    `shown` (e.g. 'gan.{}'); or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean '{shown.format(close[0])}'?)" if close else ""
 
 
 # --- Valid ranges -------------------------------------------------------------------------------

@@ -52,9 +52,19 @@ def trials():
 def test_snapshot_counts_outcomes_and_best(trials):
     s = snapshot(trials, "val_auc", "max", HP, total=6, folds=3, elapsed_s=120.0, eta_s=42.0)
     assert (s.total, s.outcomes, s.running, s.eta_s) == (6, ["finished", "diverged", "failed"], 1, 42.0)
-    # A diverged trial's metric is its failure, never the best.
-    assert s.best_trial == "run1" and s.best_value == 0.80
-    assert s.best_params == {"gan.lr": 5e-4, "synth.ratio": 0.5}
+    # A diverged trial's metric is its failure, never the best; a running trial's one fold (0.80)
+    # is not compared with a complete trial's 3-fold mean (ux.md step 5).
+    assert s.best_trial == "done1" and s.best_value == 0.71 and (s.best_folds, s.folds) == (3, 3)
+    assert s.best_params == {"gan.lr": 2e-4, "synth.ratio": 1.25}
+
+
+def test_before_any_trial_is_complete_the_best_is_said_to_be_partial(trials):
+    """Only the trials with the most folds done are compared, and the line says how many."""
+    early = [t for t in trials if t.trial_id != "done1"]
+    early.append(trial("run2", Trial.RUNNING, {"val_auc": 0.60, "folds_done": 2}, **{"gan.lr": 1e-3, "synth.ratio": 1}))
+    s = snapshot(early, "val_auc", "max", HP, total=6, folds=3, elapsed_s=62.0, eta_s=130.0)
+    assert s.best_trial == "run2" and s.best_folds == 2  # 2 folds beat run1's single lucky 0.80
+    assert "best val_auc 0.6 (trial run2 after 2/3 folds, partial, gan.lr=0.001" in status_line(s, "val_auc")
 
 
 def test_snapshot_min_mode_and_nothing_yet(trials):
@@ -68,8 +78,8 @@ def test_snapshot_min_mode_and_nothing_yet(trials):
 def test_status_line(trials):
     s = snapshot(trials, "val_auc", "max", HP, total=6, folds=3, elapsed_s=62.0, eta_s=130.0)
     assert status_line(s, "val_auc") == (
-        "[3/6 ended: 1 finished, 1 diverged, 1 failed | 1 running] best val_auc 0.8 "
-        "(trial run1, gan.lr=0.0005 synth.ratio=0.5) | 1m02s elapsed, ~2m10s left"
+        "[3/6 ended: 1 finished, 1 diverged, 1 failed | 1 running] best val_auc 0.71 "
+        "(trial done1, gan.lr=0.0002 synth.ratio=1.25) | 1m02s elapsed, ~2m10s left"
     )
     assert [duration(x) for x in (4, 185, 7620, None)] == ["4s", "3m05s", "2h07m", "?"]
 
@@ -79,7 +89,8 @@ def test_reporter_prints_status_then_trimmed_table_only_on_change(trials, capsys
     reporter.setup(start_time=0.0, total_samples=6, metric="val_auc", mode="max")  # as Tune does
     reporter.report(trials, False)
     first = capsys.readouterr().out.splitlines()
-    assert first[0].startswith("[3/6 ended: 1 finished, 1 diverged, 1 failed | 1 running] best val_auc 0.8 (trial run1")
+    assert first[0].startswith("[3/6 ended: 1 finished, 1 diverged, 1 failed | 1 running] "
+                               "best val_auc 0.71 (trial done1")
     assert first[1].split() == ["trial_id", "state", "folds", "val_auc", "gan.lr", "synth.ratio"]
     states = {line.split()[0]: line.split()[1] for line in first[3:]}
     # The same words as the leaderboard and the MLflow runs' gantune.outcome tag; no Ray statuses.

@@ -38,8 +38,16 @@ def test_a_reader_in_another_folder_creates_no_store_and_names_the_one_it_looked
     assert "Traceback" not in err
 
 
-def test_a_missing_file_store_is_not_created_either(elsewhere, capsys):
-    code = cli.main(["report", "--experiment", "demo", "--tracking-uri", str(elsewhere / "mlruns")])
+def test_a_missing_file_store_is_not_created_either(elsewhere, capsys, monkeypatch):
+    """A path is MLflow's file store, which it refuses unless MLFLOW_ALLOW_FILE_STORE is set: without
+    it the path is refused with the sqlite:/// spelling, with it a missing one is not created."""
+    argv = ["report", "--experiment", "demo", "--tracking-uri", str(elsewhere / "mlruns")]
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert cli.main(argv) == cli.EXIT_USAGE and not (elsewhere / "mlruns").exists()
+    assert f"is a path, not a tracking URI (MLflow 3.17 refuses its file store): for a SQLite store write " \
+           f"sqlite:///{elsewhere / 'mlruns' / 'mlflow.db'}" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    code = cli.main(argv)
     assert code == cli.EXIT_USAGE and not (elsewhere / "mlruns").exists()
     assert f"no MLflow store at {elsewhere / 'mlruns'}" in capsys.readouterr().err
 

@@ -5,7 +5,9 @@ A trial's GANs are nearly all of its compute, and trials that share the GAN hype
 differ only downstream (ratio, filter, refiner, augmentation, classifier) would train identical
 GANs. The key is a hash of everything that determines a trained GAN and nothing after it:
 the exact training images and labels (a fingerprint of the tensors, not a fold index), the class
-(or "all" for a conditional GAN), the complete GAN config, the seed and CACHE_FORMAT.
+(or "all" for a conditional GAN), the GAN config but its reporting interval, the seed,
+CACHE_FORMAT and a hash of the code that trains a GAN (TRAINING_CODE), so an edit to that code
+is never served the generators its old version trained.
 
 Storage goes through pyarrow's filesystem layer, the one Ray Tune's storage path uses, so a local
 folder, NFS and s3:// all work. An entry is ONE object: a weights-only torch checkpoint followed
@@ -21,12 +23,14 @@ work — cheaper and far simpler than leases on object stores without conditiona
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -35,8 +39,30 @@ import torch
 from .base import GANConfig, TrainedGAN
 
 CACHE_FORMAT = 1
-"""Bump whenever a change to the GAN training code changes what a key trains to, so old
-entries are never served for new code."""
+"""The layout of an entry (checkpoint + SHA-256 trailer) and of its key; bump it when either
+changes. A change to the training code needs no bump: TRAINING_CODE is in the key."""
+
+NOT_TRAINING = ("log_every",)
+"""GANConfig fields that change what is logged, not what is trained (how often losses are
+flushed into the history; every step's loss is still checked for divergence), left out of the key."""
+
+
+TRAINABLES = Path(__file__).resolve().parents[1]
+
+
+def training_code_hash(trainables: Path = TRAINABLES) -> str:
+    """SHA-256 of the syntax trees of the code that trains a GAN: trainables/gans/*.py but this
+    file, and trainables/loop.py (its batches and divergence check). Syntax trees, so comments
+    and layout leave it unchanged; any change to what runs changes it."""
+    files = sorted(p for p in (trainables / "gans").glob("*.py") if p.name != Path(__file__).name)
+    h = hashlib.sha256()
+    for path in [*files, trainables / "loop.py"]:
+        h.update(path.relative_to(trainables).as_posix().encode())
+        h.update(ast.dump(ast.parse(path.read_text())).encode())
+    return h.hexdigest()
+
+
+TRAINING_CODE = training_code_hash()
 
 DIGEST_BYTES = 32  # SHA-256 trailer of every entry
 SUFFIX = ".gan"
@@ -56,12 +82,14 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor | None = None) -> str
 
 def gan_key(cfg: GANConfig, images: torch.Tensor, seed: int, label: int | str,
             labels: torch.Tensor | None = None) -> str:
-    """The cache key of one GAN training: data fingerprint, class (or 'all'), config, seed, format."""
+    """The cache key of one GAN training: data fingerprint, class (or 'all'), config (but
+    NOT_TRAINING), seed, format and training code."""
     payload = {
         "format": CACHE_FORMAT,
+        "code": TRAINING_CODE,
         "data": fingerprint(images, labels),
         "class": label,
-        "gan": cfg.to_dict(),
+        "gan": {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING},
         "seed": int(seed),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
