@@ -79,7 +79,8 @@ def synthetic_counts(train: ImageDataset, ratio: float | list[float], classes: s
     largest = max(real)
     if classes == "balance":
         return {c: int(round(r * (largest - n))) for c, (n, r) in enumerate(zip(real, ratios))}
-    return {c: int(round(r * n)) if classes == "all" or n < largest else 0 for c, (n, r) in enumerate(zip(real, ratios))}
+    return {c: int(round(r * n)) if classes == "all" or n < largest else 0
+            for c, (n, r) in enumerate(zip(real, ratios))}
 
 
 def last_values(history: dict[str, list[float]], suffix: str) -> dict[str, float]:
@@ -121,7 +122,9 @@ def draw(cfg: TrialConfig, gan: TrainedGAN, n: int, seed: int) -> tuple[torch.Te
     return gan.sample(n, seed=seed), None
 
 
-def class_sampler(cfg: TrialConfig, gan: TrainedGAN, refiner: TrainedRefiner | None) -> Callable[[int, int], torch.Tensor]:
+def class_sampler(
+    cfg: TrialConfig, gan: TrainedGAN, refiner: TrainedRefiner | None,
+) -> Callable[[int, int], torch.Tensor]:
     """(k, seed) -> k fresh images of the GAN's class, score-filtered and refined as the pool's."""
 
     def produce(k: int, seed: int) -> torch.Tensor:
