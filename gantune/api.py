@@ -250,7 +250,8 @@ def store(tracking_uri: str | None) -> str:
 
 def evaluate(experiment: str, *, tracking_uri: str | None = None, split: str = "test", seeds: int | None = None,
              data: str | None = None, dry_run: bool = False, train_fraction: tuple[float, ...] = (1.0,),
-             gan_cache: str | None = None, trial: str | None = None, progress=None) -> EvaluateResult:
+             gan_cache: str | None = None, trial: str | None = None, draws: int = 1, cpus: int | None = None,
+             progress=None) -> EvaluateResult:
     """Refit the best configuration of the experiment's latest search and its baselines on the
     training pool and score each on the test split over paired seeds (`gantune evaluate`; seeds
     defaults to the command's)."""
@@ -259,7 +260,8 @@ def evaluate(experiment: str, *, tracking_uri: str | None = None, split: str = "
     uri = store(tracking_uri)
     text, run_id = ev.evaluate(uri, experiment, split, ev.DEFAULT_SEEDS if seeds is None else seeds, data,
                                progress=progress or (lambda line: None), dry_run=dry_run,
-                               fractions=tuple(train_fraction), gan_cache=gan_cache, trial=trial)
+                               fractions=tuple(train_fraction), gan_cache=gan_cache, trial=trial, draws=draws,
+                               cpus=cpus)
     metrics = {} if run_id is None else dict(mlflow_client(uri).get_run(run_id).data.metrics)
     return EvaluateResult(experiment, run_id, method_table(metrics, ev.METHODS), metrics, text)
 

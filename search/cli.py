@@ -237,9 +237,30 @@ def data_check_command(args) -> int:
         raise UserError(f"--folds must be >= 2 (k of the k-fold cross-validation), got {folds}")
     return data_check_main(
         argparse.Namespace(
-            path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess
+            path=args.path, folds=folds, skip_bad=args.skip_bad, seed=cfg.data.seed, preprocess=cfg.preprocess,
+            footer=lambda report: test_power_lines(report, cfg.data.merge),
         )
     )
+
+
+def test_power_lines(report, merge) -> str:
+    """What the dataset's test split can resolve: the smallest paired AUC difference detectable at
+    80 % power (as `gantune evaluate` prints it before refitting), binary tasks only."""
+    from .stats import MDE_CORRELATION, MDE_POWER, min_detectable_auc_delta
+
+    test = [total - pool for total, pool in zip(report.counts, report.pool_counts)]
+    names = list(report.class_names)
+    if merge is not None:
+        test = [sum(test[c] for c in group) for group in merge]
+        names = ["+".join(names[c] for c in group) for group in merge]
+    if len(test) != 2 or min(test) < 1:
+        return (f"Test split power: not computed ({len(test)} classes; binary tasks only, data.merge in a space "
+                "file given with --space makes one)")
+    at = ", ".join(f"{min_detectable_auc_delta(a, test[1], test[0]):.3f} at AUC {a:.2f}" for a in (0.8, 0.85, 0.9))
+    return (f"Test split power: {test[0]} {names[0]} + {test[1]} {names[1]} images; the smallest paired AUC "
+            f"difference it can show at {MDE_POWER:.0%} power (two-sided alpha 0.05, correlation {MDE_CORRELATION} "
+            "between two models' AUCs): "
+            f"{at}. Smaller differences need a bigger test split, not more seeds.")
 
 
 @dataclass(frozen=True)

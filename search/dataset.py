@@ -42,15 +42,22 @@ def check_data_path(space) -> Path:
 def load_data(space, skip_bad: bool):
     """Validate and load the dataset before Ray starts: (DataSplits, skipped files). A missing or
     unusable dataset raises DatasetError naming the space file or the image."""
-    from gantune.trainables.config import ConfigError, TrialConfig, check_dataset_fit
-    from gantune.trainables.data.check import load_dataset
-    from gantune.trainables.data.datasets import DatasetError
+    from gantune.trainables.config import TrialConfig
 
-    cfg = TrialConfig.from_flat(space.fixed)
-    path = check_data_path(space)
+    return load_for_config(check_data_path(space), TrialConfig.from_flat(space.fixed), skip_bad, space.path)
+
+
+def load_for_config(path: Path, cfg, skip_bad: bool = False, where: str | None = None):
+    """(DataSplits, skipped files) of `path` as a trial with `cfg` sees it: preprocessed, checked
+    against the config (data.positive_class, data.merge; a DatasetError naming `where`, the space
+    file, or the path) and with data.merge applied. The one loader of search and evaluate."""
+    from gantune.trainables.config import ConfigError, check_dataset_fit
+    from gantune.trainables.data.check import load_dataset
+    from gantune.trainables.data.datasets import DatasetError, merge_splits
+
     splits, skipped = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed, skip_bad=skip_bad)
     try:
         check_dataset_fit(cfg, splits.pool.num_classes)  # e.g. data.positive_class, only now known to fit
     except ConfigError as exc:
-        raise DatasetError(f"{space.path}: {exc} ({path})") from exc
-    return splits, skipped
+        raise DatasetError(f"{where or path}: {exc} ({path})") from exc
+    return merge_splits(splits, cfg.data.merge), skipped

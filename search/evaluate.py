@@ -29,9 +29,18 @@ hardest comparator on the test split can only make the comparison harder):
   (`delong_p`; binary only) and the sensitivity of each method at the baseline's specificity
   (`test_<method>_sens_at_spec`, `delta_sens_at_spec` with its bootstrap interval; binary only).
 
-`--train-fraction 0.25,0.5,1` also refits every method on nested stratified subsets of the training
-images (the GAN sees only the subset; the early-stop set, if any, stays whole) and logs test AUC
-against the number of real training images (`data_efficiency.png`, `.csv`)."""
+Power, before any refit: the smallest paired test-AUC difference the test split can show at 80 %
+power (`mde_auc`, `stats.min_detectable_auc_delta`, from its class counts and the baseline's
+cross-validated AUC). A difference smaller than that with an interval straddling 0 is reported as
+"underpowered", not as a small gain.
+
+The data-efficiency study (`--train-fraction 0.25,0.5,1 --draws K`, search/study.py): every method
+refitted on K stratified subsample draws per fraction x the same seeds (the GAN sees only its
+draw and is trained once per draw); per fraction, best_config minus the strongest baseline at
+that fraction with a hierarchical bootstrap interval (`frac_<f>_delta_auc`, `_lo`, `_hi`,
+`frac_<f>_train_images`; logged at fraction 1 by every evaluation, the interval the promotion gate
+reads), plotted in `data_efficiency.png`. Seeds pair the methods within a draw: with K draws, the
+paired units of every statistic above are the K x S (draw, seed) refits."""
 
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +64,7 @@ from gantune.trainables.gans.cache import GeneratorCache
 from gantune.trainables.metrics import METRIC_NAMES
 from gantune.trainables.trial import enhance, fit_pipeline, score
 
-from . import stats
+from . import stats, study
 from .bars import progress_bar, write_line
 from .leaderboard import format_table as text_table
 from .leaderboard import rank_for_selection
@@ -69,6 +78,7 @@ from .runs import (
     trial_runs,
 )
 from .stats import mean_sd, paired_ci
+from .study import MethodRuns, Unit
 
 METHODS = ("best_config", "real_only", "classic_aug", "trivial_aug")
 BASELINES = METHODS[1:]
@@ -76,8 +86,8 @@ AUGMENTED_BASELINES = {"classic_aug": "classic", "trivial_aug": "trivial"}
 """Augmented baseline -> its augment.policy."""
 TABLE_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 DEFAULT_SEEDS = 10
-BOOTSTRAP_REPLICATES = 2000
-BOOTSTRAP_SEED = 0
+BOOTSTRAP_REPLICATES = study.BOOTSTRAP_REPLICATES
+BOOTSTRAP_SEED = study.BOOTSTRAP_SEED
 CONFIDENCE = stats.CONFIDENCE
 
 
@@ -97,6 +107,19 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     return tuple(sorted(values | {1.0}))
 
 
+def positive_int(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag}: must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="MLflow experiment whose latest finished search to evaluate")
     p.add_argument(
@@ -107,6 +130,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-fraction", type=parse_fractions, default=(1.0,), metavar="F[,F...]",
                    help="also refit on these stratified fractions of the training images and plot test AUC "
                         "against the number of real images, e.g. 0.25,0.5,1 (default: 1 only)")
+    p.add_argument("--draws", type=positive_int("--draws"), default=1, metavar="K",
+                   help="independent stratified subsample draws per train fraction, each with its own generator; "
+                        "every seed is refitted on every draw (default: 1)")
+    p.add_argument("--cpus", type=positive_int("--cpus"), default=None, metavar="N",
+                   help="torch threads of the refits (default: the CPUs this process may use; on a machine "
+                        "shared with other jobs, 1 is often several times faster)")
     p.add_argument("--data", help="dataset path; overrides the searched data.path (must be the same dataset)")
     p.add_argument(
         "--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training"
@@ -241,20 +270,6 @@ class RefitPlan:
     reason: str
     """One line for the output and the run's params."""
 
-    def train_subset(self, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-        """Nested stratified subset of train_idx: per class, the first ceil(fraction * n_c) of one
-        fixed permutation (seeded by data.seed), so the 0.25 subset lies inside the 0.5 one and
-        every method and seed sees the same images."""
-        if fraction >= 1:
-            return self.train_idx
-        rng = np.random.default_rng(seed)
-        y = labels[self.train_idx]
-        keep = [
-            rng.permutation(np.flatnonzero(y == c))[: max(2, math.ceil(fraction * np.sum(y == c)))]
-            for c in np.unique(y)
-        ]
-        return np.sort(self.train_idx[np.concatenate(keep)])
-
 
 def refit_plan(data: DataSplits, trial, cfg: TrialConfig) -> RefitPlan:
     n = len(data.pool)
@@ -286,53 +301,64 @@ def enhanced(data: ImageDataset, cfg: TrialConfig, device: torch.device) -> Imag
 Progress = Callable[[str], None]
 
 
-@dataclass
-class MethodRuns:
-    """One method's refits at one train fraction, one entry per seed."""
+@dataclass(frozen=True)
+class RefitResults:
+    """Every refit of an evaluation: method runs per train fraction, in `units` order."""
 
-    metrics: list[dict[str, float]] = field(default_factory=list)
-    proba: list[np.ndarray] = field(default_factory=list)
-    """(N_test, K) class probabilities per seed."""
+    by_fraction: dict[float, dict[str, MethodRuns]]
+    sizes: dict[float, int]
+    """Train fraction -> real training images of each draw."""
+    units: list[Unit]
+    draws: int
+    labels: np.ndarray
+    """(N_test,) test labels."""
 
 
 def evaluate_methods(
     configs: dict[str, TrialConfig], data: DataSplits, plan: RefitPlan, seeds: list[int], device: torch.device,
     fractions: tuple[float, ...] = (1.0,), progress: Progress = print, gan_cache: GeneratorCache | None = None,
-) -> tuple[dict[float, dict[str, MethodRuns]], dict[float, int], np.ndarray]:
-    """({fraction: {method: MethodRuns}}, {fraction: training images}, test labels): every method
-    refitted per seed and fraction with plan's images and step count, scored on data.test.
+    draws: int = 1,
+) -> RefitResults:
+    """Every method refitted per fraction, draw and seed with plan's images and step count, scored
+    on data.test (search/study.py says what a draw is).
 
-    Seed s drives everything of its refit: the GAN(s) (initialisation, batches, latents; per
-    class s + 1000 x class), the synthetic draws and the classifier, so the spread over seeds
-    includes the GAN's. The generator cache makes a second evaluate of the search (other train
-    fractions, more seeds) reuse every GAN an earlier one trained."""
+    Draw d trains the GAN(s) with seed d on its own images, so the seeds of a draw share its
+    generator (through the generator cache) and the draws carry the generator's variation; seed s
+    drives the classifier, the synthetic draws and its augmentation. A second evaluate of the
+    search (more seeds, other fractions) reuses every GAN an earlier one trained."""
     first = next(iter(configs.values()))
     labels = data.pool.labels.cpu().numpy()
+    slots = study.units(draws, seeds)
     results = {f: {m: MethodRuns() for m in configs} for f in fractions}
-    sizes, test_labels = {}, data.test.labels.cpu().numpy()
-    total, done = len(fractions) * len(configs) * len(seeds), 0
+    sizes = {}
+    total, done = len(fractions) * len(configs) * len(slots), 0
+    early_stop = None
     with progress_bar(total, "evaluate", "fit") as bar:
         for fraction in fractions:
-            train_idx = plan.train_subset(labels, fraction, first.data.seed)
-            sizes[fraction] = len(train_idx)
-            for method, cfg in configs.items():
-                cfg = replace(cfg, classifier=replace(cfg.classifier, steps=plan.steps))
-                pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
-                train = pool.subset(train_idx)
-                early_stop = pool.subset(plan.early_stop_idx) if plan.early_stop_idx is not None else None
-                for seed in seeds:
-                    bar.set_postfix_str(f"{method} seed {seed}")
-                    start = time.monotonic()
-                    model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed, gan_cache)
-                    metrics, _, proba = score(model, test, cfg.data.positive_class)
-                    results[fraction][method].metrics.append(metrics)
-                    results[fraction][method].proba.append(proba)
-                    done += 1
-                    where = "" if fraction == 1 else f" ({len(train_idx)} training images)"
-                    progress(f"[{done}/{total}] {method} seed {seed}{where}: test auc {metrics['auc']:.4f}, "
-                             f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
-                    bar.update(1)
-    return results, sizes, test_labels
+            for draw in range(draws):
+                train_idx = study.draw_subset(plan.train_idx, labels, fraction, first.data.seed, draw)
+                sizes[fraction] = len(train_idx)
+                for method, cfg in configs.items():
+                    cfg = replace(cfg, classifier=replace(cfg.classifier, steps=plan.steps))
+                    pool, test = enhanced(data.pool, cfg, device), enhanced(data.test, cfg, device)
+                    train = pool.subset(train_idx)
+                    early_stop = pool.subset(plan.early_stop_idx) if plan.early_stop_idx is not None else None
+                    for seed in seeds:
+                        bar.set_postfix_str(f"{method} draw {draw} seed {seed}")
+                        start = time.monotonic()
+                        model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed,
+                                                   gan_cache, gan_seed=draw)
+                        metrics, _, proba = score(model, test, cfg.data.positive_class)
+                        results[fraction][method].metrics.append(metrics)
+                        results[fraction][method].proba.append(proba)
+                        done += 1
+                        where = "" if fraction == 1 else f" ({len(train_idx)} training images)"
+                        which = f"draw {draw} seed {seed}" if draws > 1 else f"seed {seed}"
+                        progress(f"[{done}/{total}] {method} {which}{where}: test auc {metrics['auc']:.4f}, "
+                                 f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
+                        bar.update(1)
+    # Appended draw by draw, seed by seed within each method: the order of `slots` (units).
+    return RefitResults(results, sizes, slots, draws, data.test.labels.cpu().numpy())
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -524,58 +550,54 @@ def per_seed_csv(ev: Evaluation) -> str:
     return buffer.getvalue()
 
 
-def efficiency_rows(results: dict[float, dict[str, MethodRuns]], sizes: dict[float, int]) -> list[dict]:
-    """One row per (train fraction, method): training images and test AUC mean ± sd over seeds."""
-    rows = []
-    for fraction, by_method in results.items():
-        for method, runs in by_method.items():
-            mean, sd = mean_sd([m["auc"] for m in runs.metrics])
-            rows.append(
-                {
-                    "fraction": fraction,
-                    "train_images": sizes[fraction],
-                    "method": method,
-                    "auc_mean": mean,
-                    "auc_sd": sd,
-                }
-            )
-    return rows
-
-
-def efficiency_plot(rows: list[dict], path: Path) -> Path:
-    """Test AUC against real training images, one line per method (synthetic images: best_config)."""
-    from .plots import pyplot, save_axes
-
-    plt = pyplot()
-    _, ax = plt.subplots()
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["train_images"])
-        label = f"{method} (with synthetic images)" if method == "best_config" else f"{method} (real images only)"
-        ax.errorbar([r["train_images"] for r in mine], [r["auc_mean"] for r in mine],
-                    yerr=[0 if math.isnan(r["auc_sd"]) else r["auc_sd"] for r in mine],
-                    marker="o", capsize=3, lw=2 if method == "best_config" else 1, label=label)
-    ax.set_xlabel("real training images")
-    ax.set_ylabel("test AUC (mean ± sd over seeds)")
-    ax.set_title("How many real images is a GAN worth?")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    save_axes(ax, path, (7, 4.5))
-    return path
-
-
-def predictions_npz(results: dict[float, dict[str, MethodRuns]], labels: np.ndarray, seeds: list[int]) -> bytes:
+def predictions_npz(refits: RefitResults, seeds: list[int]) -> bytes:
+    """Per-refit test probabilities, to recompute any statistic: proba_<method>_f<fraction> is
+    (draws x seeds, N_test, K) in draw-major order."""
     buffer = io.BytesIO()
-    arrays = {"labels": labels, "seeds": np.asarray(seeds)}
-    for fraction, by_method in results.items():
+    arrays = {"labels": refits.labels, "seeds": np.asarray(seeds),
+              "draws": np.asarray([u.draw for u in refits.units])}
+    for fraction, by_method in refits.by_fraction.items():
         for method, runs in by_method.items():
-            arrays[f"proba_{method}_f{fraction:g}"] = np.stack(runs.proba)  # (S, N_test, K)
+            arrays[f"proba_{method}_f{fraction:g}"] = np.stack(runs.proba)
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Power:
+    """What the test split can resolve, computed before any refit."""
+
+    mde: float
+    """Smallest paired test-AUC difference detectable at 80 % power, two-sided 5 % (nan: not binary)."""
+    text: str
+
+
+def test_power(data: DataSplits, positive: int, baseline_auc: float) -> Power:
+    counts = data.test.class_counts()
+    if len(counts) != 2:
+        return Power(math.nan, f"power: not computed for {len(counts)} classes (binary tasks only; data.merge makes "
+                               "one)")
+    n_pos, n_neg = counts[positive], counts[1 - positive]
+    auc = min(max(baseline_auc, 0.5), 0.99) if math.isfinite(baseline_auc) else 0.85
+    mde = stats.min_detectable_auc_delta(auc, n_pos, n_neg)
+    return Power(mde, (
+        f"power: the test split ({n_pos} positive, {n_neg} negative) can show a paired AUC difference of "
+        f"{mde:.3f} or more at {stats.MDE_POWER:.0%} power (two-sided alpha {1 - CONFIDENCE:.2f}, baseline AUC "
+        f"{auc:.3f}, correlation {stats.MDE_CORRELATION} between the two models' AUCs; binormal model); a smaller "
+        "difference whose interval includes 0 is reported as underpowered, not as a gain"))
+
+
+def baseline_cv_auc(client, source: Source) -> float:
+    """The best baseline trial's cross-validated val_auc: the AUC the power figure assumes."""
+    runs = trial_runs(client, source.experiment_id, source.search.info.run_id, "tags.`gantune.baseline` != ''")
+    values = [r.data.metrics.get("val_auc", math.nan) for r in runs]
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else math.nan
+
+
 def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, float], split: str, table: str,
-                   plan: RefitPlan, configs: dict[str, TrialConfig], results: dict[float, dict[str, MethodRuns]],
-                   sizes: dict[float, int]) -> str:
+                   plan: RefitPlan, configs: dict[str, TrialConfig], refits: RefitResults,
+                   fractions: list[study.FractionResult], power: Power, seeds: list[int]) -> str:
     """An MLflow run nested under the search's parent run; returns its id."""
     from mlflow.entities import Metric, Param
 
@@ -588,7 +610,8 @@ def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, fl
     run_id = run.info.run_id
     params = {
         "split": split,
-        "seeds": ",".join(map(str, ev.seeds)),
+        "seeds": ",".join(map(str, seeds)),
+        "draws": refits.draws,
         "source_trial_id": trial_id,
         "source_trial_run_id": source.trial.info.run_id,
         "search_run_id": source.search.info.run_id,
@@ -598,31 +621,36 @@ def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, fl
         "refit_train_images": len(plan.train_idx),
         "early_stop_images": 0 if plan.early_stop_idx is None else len(plan.early_stop_idx),
         "classifier_steps": plan.steps,
-        "train_fractions": ",".join(f"{f:g}" for f in results),
+        "train_fractions": ",".join(f"{f:g}" for f in refits.by_fraction),
         "bootstrap_replicates": BOOTSTRAP_REPLICATES,
+        "mde_power": stats.MDE_POWER,
+        "mde_correlation": stats.MDE_CORRELATION,
         **{f"{name}_augment_from": origin for name, origin in source.augment_sources.items()},
     }
     now = int(1000 * time.time())
-    logged = [Metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)]
-    rows = efficiency_rows(results, sizes)
+    study_metrics = {k: v for r in fractions for k, v in r.metrics().items()}
+    logged = [Metric(k, v, now, 0) for k, v in {**metrics, **study_metrics, "mde_auc": power.mde}.items()
+              if math.isfinite(v)]
     # The data-efficiency curve as metric histories too: step = real training images.
-    logged += [Metric(f"efficiency_{r['method']}_auc", r["auc_mean"], now, r["train_images"]) for r in rows]
+    logged += [Metric(f"efficiency_{m}_auc", mean, now, r.train_images)
+               for r in fractions for m, (mean, _) in r.aucs.items()]
     client.log_batch(run_id, metrics=logged, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.log_text(run_id, table + "\n", "evaluation.txt")
     client.log_text(run_id, summary_csv(ev), "evaluation.csv")
     client.log_text(run_id, per_seed_csv(ev), "evaluation_per_seed.csv")
     with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp, "predictions.npz")  # per-seed test probabilities, to recompute any statistic
-        npz.write_bytes(predictions_npz(results, ev.labels, ev.seeds))
+        npz = Path(tmp, "predictions.npz")
+        npz.write_bytes(predictions_npz(refits, seeds))
         client.log_artifact(run_id, str(npz))
-        if len(results) > 1:
-            client.log_artifact(run_id, str(efficiency_plot(rows, Path(tmp, "data_efficiency.png"))))
-    if len(results) > 1:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        client.log_text(run_id, buffer.getvalue(), "data_efficiency.csv")
+        if len(fractions) > 1:
+            title = f"trial {trial_id}: {refits.draws} draw(s) x {len(seeds)} seed(s) per fraction"
+            client.log_artifact(run_id, str(study.study_plot(fractions, Path(tmp, "data_efficiency.png"), title)))
+    rows = study.study_rows(fractions, power.mde)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    client.log_text(run_id, buffer.getvalue(), "data_efficiency.csv")
     if plan.early_stop_idx is not None:  # the pool images that early-stop every refit (pool order)
         client.log_text(run_id, "\n".join(map(str, plan.early_stop_idx.tolist())) + "\n", "early_stop_pool_indices.txt")
     for method, cfg in configs.items():
@@ -637,10 +665,9 @@ def log_evaluation(client, source: Source, ev: Evaluation, metrics: dict[str, fl
 def load_search_data(source: Source, data_path: str | None) -> DataSplits:
     """The searched dataset (or --data), loaded as the search loaded it: same preprocessing, and
     the same fixed test split for datasets without an official one."""
-    from gantune.trainables.data.check import load_dataset
     from gantune.trainables.data.datasets import DatasetError
 
-    from .dataset import resolve_data_path
+    from .dataset import load_for_config, resolve_data_path
 
     cfg = source.cfg
     path = Path(data_path) if data_path else resolve_data_path(cfg.data.path, source.resolved.get("space_file", "."))
@@ -648,7 +675,7 @@ def load_search_data(source: Source, data_path: str | None) -> DataSplits:
         flag = "--data" if data_path else f"the search's data.path {cfg.data.path!r}"
         raise EvaluateError(f"{path}: {flag} does not exist; pass --data PATH")
     try:
-        data, _ = load_dataset(path, cfg.preprocess, folds=cfg.data.folds, seed=cfg.data.seed)
+        data, _ = load_for_config(path, cfg)
     except DatasetError as exc:
         raise EvaluateError(str(exc)) from exc
     return data
@@ -670,12 +697,14 @@ def check_same_data(client, source: Source, data: DataSplits) -> None:
 def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int = DEFAULT_SEEDS,
              data_path: str | None = None, progress: Progress = print, dry_run: bool = False,
              fractions: tuple[float, ...] = (1.0,), gan_cache: str | None = None,
-             trial: str | None = None) -> tuple[str, str | None]:
+             trial: str | None = None, draws: int = 1, cpus: int | None = None) -> tuple[str, str | None]:
     """(printable text, evaluation run id (None on a dry run))."""
     from mlflow.tracking import MlflowClient
 
     if seeds < 1:
         raise EvaluateError(f"--seeds must be >= 1, got {seeds}")
+    if draws < 1:
+        raise EvaluateError(f"--draws must be >= 1, got {draws}")
     fractions = tuple(sorted(set(fractions) | {1.0}))
     client = MlflowClient(tracking_uri)
     source = find_source(client, experiment, trial)
@@ -689,34 +718,67 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
     data = load_search_data(source, data_path)
     check_same_data(client, source, data)
     plan = refit_plan(data, source.trial, source.cfg)
+    power = test_power(data, source.cfg.data.positive_class, baseline_cv_auc(client, source))
     if dry_run:
         flat = {
             m: {k: v for k, v in c.to_flat().items() if k.split(".")[0] in ("synth", "augment")}
             for m, c in configs.items()
         }
-        return f"{header}\nrefit: {plan.reason}\n" + json.dumps(flat, indent=2), None
+        return f"{header}\nrefit: {plan.reason}\n{power.text}\n" + json.dumps(flat, indent=2), None
+    threads = set_threads(cpus)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     progress(header)
+    progress(power.text)
     progress(f"refit: {plan.reason}; scored on {len(data.test)} {split} images; {len(configs)} methods x {seeds} seeds"
-             + (f" x train fractions {', '.join(f'{f:g}' for f in fractions)}" if len(fractions) > 1 else ""))
+             + (f" x {draws} draws" if draws > 1 else "")
+             + (f" x train fractions {', '.join(f'{f:g}' for f in fractions)}" if len(fractions) > 1 else "")
+             + f"; {threads} torch thread(s)")
     seed_list = list(range(seeds))
     cache = GeneratorCache(gan_cache) if gan_cache else None
-    results, sizes, labels = evaluate_methods(configs, data, plan, seed_list, device, fractions, progress, cache)
-    ev = compare(results[1.0], labels, seed_list, source.cfg.data.positive_class,
+    refits = evaluate_methods(configs, data, plan, seed_list, device, fractions, progress, cache, draws)
+    positive = source.cfg.data.positive_class
+    labels = [u.label for u in refits.units] if draws > 1 else seed_list
+    ev = compare(refits.by_fraction[1.0], refits.labels, labels, positive,
                  ranking_metric_of(source.resolved["search"]["metric"]))
     metrics = ev.metrics()
     table = format_table(ev, split, metrics)
-    if len(fractions) > 1:
-        rows = [{**r, "auc": fmt(r["auc_mean"], r["auc_sd"])} for r in efficiency_rows(results, sizes)]
-        table += "\n\ndata efficiency (test AUC, mean ± sd over seeds):\n" + text_table(
-            rows, ["train_images", "method", "auc"]
-        )
-    run_id = log_evaluation(client, source, ev, metrics, split, table, plan, configs, results, sizes)
+    per_fraction = [
+        study.compare_fraction(f, refits.sizes[f], by_method, list(BASELINES), refits.labels, draws,
+                               lambda y, p: ensemble_auc(y, p, positive))
+        for f, by_method in refits.by_fraction.items()
+    ]
+    table += "\n\n" + study_table(per_fraction, power, draws, seeds)
+    run_id = log_evaluation(client, source, ev, metrics, split, table, plan, configs, refits, per_fraction, power,
+                            seed_list)
     return (
         f"\n{table}\n\nLogged as evaluation run {run_id} (tag gantune.role=evaluation) "
         f"under search run {source.search.info.run_id}",
         run_id,
     )
+
+
+def set_threads(cpus: int | None) -> int:
+    """torch's intra-op threads for the refits: --cpus, else the CPUs this process may use. The
+    Ray trainable sets the same from cpus_per_trial; without it torch starts one thread per core
+    whatever else runs there (measured: one refit 239 s with the default on a loaded 2-core
+    machine, 30 s with one thread)."""
+    import os
+
+    threads = cpus or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def study_table(per_fraction: list[study.FractionResult], power: Power, draws: int, seeds: int) -> str:
+    """Per train fraction: test AUC per method, best_config minus that fraction's strongest
+    baseline with its hierarchical interval, and the verdict against mde_auc."""
+    rows = study.study_rows(per_fraction, power.mde)
+    methods = [k for k in rows[0] if k.startswith("auc_")]
+    head = (f"data efficiency: {draws} draw(s) x {seeds} seed(s) per train fraction; delta = best_config - the "
+            f"strongest baseline at that fraction, {CONFIDENCE:.0%} hierarchical bootstrap interval (draws, seeds, "
+            f"test images); mde_auc {power.mde:.3f}:")
+    return head + "\n" + text_table(rows, ["fraction", "train_images", *methods, "baseline", "delta_auc", "interval",
+                                           "verdict"])
 
 
 def evaluate_main(args) -> int:
@@ -727,6 +789,6 @@ def evaluate_main(args) -> int:
     result = api.evaluate(args.experiment, tracking_uri=args.tracking_uri, split=args.split, seeds=args.seeds,
                           data=args.data, dry_run=args.dry_run, train_fraction=args.train_fraction,
                           gan_cache=cache_location(args.storage_path, args.gan_cache, args.no_gan_cache),
-                          trial=args.trial, progress=write_line)
+                          trial=args.trial, draws=args.draws, cpus=args.cpus, progress=write_line)
     print(result.text)
     return 0

@@ -8,6 +8,12 @@ Three sources of uncertainty, each with its own tool:
   one-sided lower confidence bound, optionally with the Nadeau-Bengio variance correction for the
   overlap of the folds' training sets.
 
+Two more, for the data-efficiency study and for planning:
+- `hierarchical_bootstrap`: the paired difference averaged over subsample draws and seeds, with
+  draws, then seeds within draws, then test images resampled (every source of noise at once);
+- `min_detectable_auc_delta`: the smallest paired AUC difference a test split of given class
+  counts can show at a given power (binormal model), printed before any refit.
+
 Binary problems only for DeLong and the sensitivity at a fixed specificity (the positive class is
 the one whose scores are passed); the bootstrap takes any statistic."""
 
@@ -210,3 +216,93 @@ def fold_delta(
     sd = float(d.std(ddof=1))
     lcb = mean - float(stats.t.ppf(confidence, len(d) - 1)) * sd * math.sqrt(1 / len(d) + test_train_ratio)
     return FoldDelta(mean, sd, lcb, len(d), float(a.min()), float(b.min()))
+
+
+# --- draws x seeds x test images ----------------------------------------------------------------
+
+
+def hierarchical_bootstrap(
+    labels: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, statistic: Statistic,
+    n_boot: int = 2000, seed: int = 0, confidence: float = CONFIDENCE,
+) -> Bootstrap:
+    """Paired percentile bootstrap of mean_{draw, seed} [statistic(a) - statistic(b)].
+
+    score_a, score_b: (D, S, N, ...) scores of the two methods for D subsample draws x S seeds on
+    the same N test images (paired: draw d and seed s of a and b saw the same training images and
+    seeds). Each replicate resamples D draws with replacement, then S seeds with replacement within
+    each chosen draw, then the test images within each class (one image resample per replicate,
+    shared by every draw and seed, as the test split is one sample of the population), and
+    averages the differences. Draw order, for reproducing it by hand: one
+    `np.random.default_rng(seed)`; per replicate, `rng.integers(0, D, D)`, then `rng.integers(0, S,
+    (D, S))`, then per class in sorted order `rng.integers(0, n_c, n_c)` indexing that class's
+    images in their order in `labels`. With D = S = 1 this is `paired_bootstrap` of one pair."""
+    labels = np.asarray(labels)
+    a, b = np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)
+    if a.shape != b.shape or a.ndim < 3 or a.shape[2] != len(labels):
+        raise ValueError(f"hierarchical_bootstrap: need (D, S, {len(labels)}, ...) scores for both methods, "
+                         f"got {a.shape} and {b.shape}")
+    if n_boot < 1:
+        raise ValueError(f"hierarchical_bootstrap: n_boot must be >= 1, got {n_boot}")
+    n_draws, n_seeds = a.shape[:2]
+
+    def deltas(images: np.ndarray) -> np.ndarray:  # (D, S) differences on these test images
+        y = labels[images]
+        return np.array([[statistic(y, a[d, s, images]) - statistic(y, b[d, s, images]) for s in range(n_seeds)]
+                         for d in range(n_draws)])
+
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    replicates = []
+    for _ in range(n_boot):
+        draws = rng.integers(0, n_draws, n_draws)
+        seeds = rng.integers(0, n_seeds, (n_draws, n_seeds))
+        images = np.concatenate([idx[rng.integers(0, len(idx), len(idx))] for idx in members])
+        replicates.append(float(deltas(images)[draws[:, None], seeds].mean()))
+    values = np.asarray(replicates)
+    values = values[np.isfinite(values)]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (math.nan, math.nan)
+    return Bootstrap(float(deltas(np.arange(len(labels))).mean()), float(low), float(high), len(values))
+
+
+# --- power --------------------------------------------------------------------------------------
+
+
+def auc_se_binormal(auc_value: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of one empirical AUC on n_pos positive and n_neg negative images, under the
+    equal-variance binormal model with that AUC (positives ~ N(d, 1), negatives ~ N(0, 1), d =
+    sqrt(2) Phi^-1(AUC)): the exact variance of the Mann-Whitney statistic, [A(1 - A) + (n_pos - 1)
+    (Q1 - A^2) + (n_neg - 1)(Q2 - A^2)] / (n_pos n_neg) (Hanley & McNeil 1982, eq. 1), with Q1 =
+    P(two positives both above one negative) and Q2 = P(one positive above two negatives)
+    integrated under the binormal model instead of Hanley-McNeil's exponential approximation
+    (which overstates the SE by about 20 % at AUC 0.9 on BreastMNIST's 42 / 114 test images)."""
+    if not 0.5 <= auc_value < 1:
+        raise ValueError(f"auc_se_binormal: AUC must be in [0.5, 1), got {auc_value}")
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"auc_se_binormal: need both classes, got {n_pos} positive and {n_neg} negative")
+    d = math.sqrt(2) * stats.norm.ppf(auc_value)
+    x = np.linspace(-10, 10 + d, 20001)
+    dx = x[1] - x[0]
+    q1 = float(np.sum(stats.norm.pdf(x) * stats.norm.sf(x - d) ** 2) * dx)  # negative at x, both positives above
+    q2 = float(np.sum(stats.norm.pdf(x - d) * stats.norm.cdf(x) ** 2) * dx)  # positive at x, both negatives below
+    a2 = auc_value ** 2
+    var = (auc_value * (1 - auc_value) + (n_pos - 1) * (q1 - a2) + (n_neg - 1) * (q2 - a2)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
+MDE_POWER = 0.8
+MDE_CORRELATION = 0.8
+"""Assumed correlation of two classifiers' AUC estimates on the same test images (0.8-0.9 is
+typical for models trained on the same data; the lower end gives the more cautious figure)."""
+
+
+def min_detectable_auc_delta(auc_value: float, n_pos: int, n_neg: int, correlation: float = MDE_CORRELATION,
+                             power: float = MDE_POWER, alpha: float = 1 - CONFIDENCE) -> float:
+    """The smallest paired AUC difference a two-sided test at level alpha detects with the given
+    power on this test split: (z_{1 - alpha/2} + z_power) * SE(A) * sqrt(2 (1 - correlation)), both
+    models' SE taken at the baseline's AUC. Test-image noise only: seeds and subsample draws add
+    to it."""
+    if not -1 <= correlation < 1:
+        raise ValueError(f"min_detectable_auc_delta: correlation must be in [-1, 1), got {correlation}")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * auc_se_binormal(auc_value, n_pos, n_neg) * math.sqrt(2 * (1 - correlation)))

@@ -39,11 +39,37 @@ class DataConfig:
     repeats: int = 1
     """Repeated k-fold: repeat r splits the pool again with seed `seed + r` (folds x repeats in
     all; >= 1)."""
+    merge: tuple[tuple[int, ...], ...] | None = None
+    """Read a multi-class dataset as fewer classes: new class i is the union of the dataset's
+    classes in group i, e.g. [[0], [1, 2, 3, 4]] makes RetinaMNIST's grades 1-4 "any retinopathy"
+    (class 1; set positive_class to it). Every class of the dataset in exactly one group (checked
+    once the dataset is loaded); None keeps the dataset's classes."""
+
+    def __post_init__(self) -> None:
+        if self.merge is not None:
+            object.__setattr__(self, "merge", merge_groups(self.merge))
 
     @property
     def total_folds(self) -> int:
         """Folds a trial runs (and Tune reports): folds x repeats."""
         return self.folds * self.repeats
+
+
+def merge_groups(value: Any) -> tuple[tuple[int, ...], ...]:
+    """[[0], [1, 2]] -> ((0,), (1, 2)), or ValueError saying what is wrong with 'data.merge'."""
+    shape = "a list of at least 2 non-empty lists of class indices, e.g. [[0], [1, 2, 3, 4]]"
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        raise ValueError(f"'data.merge' must be {shape}, got {value!r}")
+    groups = []
+    for group in value:
+        if (not isinstance(group, (list, tuple)) or not group
+                or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in group)):
+            raise ValueError(f"'data.merge' must be {shape}, got {value!r}")
+        groups.append(tuple(int(c) for c in group))
+    flat = [c for g in groups for c in g]
+    if len(flat) != len(set(flat)):
+        raise ValueError(f"'data.merge': a class may be in one group only, got {value!r}")
+    return tuple(groups)
 
 
 @dataclass(frozen=True)
@@ -395,6 +421,12 @@ def unsafe_name(name: str) -> str | None:
 
 def check_dataset_fit(cfg: TrialConfig, num_classes: int) -> None:
     """What can only be checked once the dataset is known: a ConfigError naming the key."""
+    if cfg.data.merge is not None:
+        listed = sorted(c for g in cfg.data.merge for c in g)
+        if listed != list(range(num_classes)):
+            raise ConfigError(f"'data.merge' must list every class of the dataset (0..{num_classes - 1}) exactly once, "
+                              f"got {[list(g) for g in cfg.data.merge]}")
+        num_classes = len(cfg.data.merge)
     if not cfg.data.positive_class < num_classes:
         raise ConfigError(f"'data.positive_class' must be a class index below the dataset's {num_classes} "
                           f"classes (0..{num_classes - 1}), got {cfg.data.positive_class}")

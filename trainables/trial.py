@@ -135,13 +135,15 @@ def class_sampler(
 
 
 def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int], device: torch.device, seed: int,
-                   cache: GeneratorCache | None = None) -> Synthetic:
+                   cache: GeneratorCache | None = None, gan_seed: int | None = None) -> Synthetic:
     """Fit the GAN(s) on the training images only (or take them from the cache), sample each
     class's count (score-filtered), refine; with synth.select, keep only what a classifier
-    trained on the training images' real images accepts (oversampled to the count)."""
+    trained on the training images' real images accepts (oversampled to the count). `gan_seed`
+    (default `seed`) seeds the GAN training alone, so refits with other classifier seeds can share
+    one generator; the selection classifier, a classifier, takes `seed`."""
     out = Synthetic()
     classes = [c for c, n in counts.items() if n > 0]
-    out.gans = train_gans(cfg, train, classes, device, seed, cache, out.cache)
+    out.gans = train_gans(cfg, train, classes, device, seed if gan_seed is None else gan_seed, cache, out.cache)
     if cfg.synth.select != "none":
         out.scorer = fit_scorer(cfg, train, seed)
     images, unrefined, labels = [], [], []
@@ -204,14 +206,15 @@ def synthetic_stream(cfg: TrialConfig, synthetic: Synthetic, counts: dict[int, i
 
 def fit_pipeline(
     cfg: TrialConfig, train: ImageDataset, early_stop: ImageDataset | None, device: torch.device, seed: int,
-    gan_cache: GeneratorCache | None = None, report: Report | None = None,
+    gan_cache: GeneratorCache | None = None, report: Report | None = None, gan_seed: int | None = None,
 ) -> tuple[nn.Module, Synthetic, dict[int, int]]:
     """Everything a trial fits on one training set: GANs (and refiners) on `train` only, then the
     classifier on real + synthetic images, early-stopped on the real `early_stop` images (None:
-    the full step budget, last weights)."""
+    the full step budget, last weights). `gan_seed` (default `seed`): see make_synthetic."""
     counts = synthetic_counts(train, cfg.synth.ratios(train.num_classes), cfg.synth.classes)
     total = sum(counts.values())
-    synthetic = make_synthetic(cfg, train, counts, device, seed, gan_cache) if total > 0 else Synthetic()
+    synthetic = (make_synthetic(cfg, train, counts, device, seed, gan_cache, gan_seed) if total > 0
+                 else Synthetic())
     x, y, extra = train.images, train.labels, {}
     have = synthetic.images is not None
     if have and cfg.synth.use in ("pretrain", "mix+pretrain"):

@@ -141,8 +141,8 @@ def test_refit_plan_official_val_or_cross_validated_steps():
 def test_cv_steps_refits_train_the_chosen_steps_on_the_whole_pool_without_early_stop(monkeypatch):
     seen = []
 
-    def fake_fit(cfg, train, early_stop, device, seed, *cache):
-        seen.append((cfg.classifier.steps, len(train), early_stop, seed))
+    def fake_fit(cfg, train, early_stop, device, seed, *cache, gan_seed=None):
+        seen.append((cfg.classifier.steps, len(train), early_stop, seed, gan_seed))
         return None, None, None
 
     def fake_score(model, data, positive):
@@ -155,21 +155,54 @@ def test_cv_steps_refits_train_the_chosen_steps_on_the_whole_pool_without_early_
     data = splits()
     plan = ev.refit_plan(data, SimpleNamespace(data=SimpleNamespace(metrics={"val_clf_best_step": 7.0})), cfg)
     configs = ev.method_configs(cfg, {b: ev.baseline_augment(cfg, p, None) for b, p in ev.AUGMENTED_BASELINES.items()})
-    _, sizes, _ = ev.evaluate_methods(configs, data, plan, [0, 1], torch.device("cpu"), (0.5, 1.0), lambda _: None)
+    refits = ev.evaluate_methods(configs, data, plan, [0, 1], torch.device("cpu"), (0.5, 1.0), lambda _: None)
     assert len(seen) == 2 * 4 * 2
     assert {s[0] for s in seen} == {7} and all(s[2] is None for s in seen)
-    assert sizes == {0.5: 16, 1.0: 30} and {s[1] for s in seen} == {16, 30}
+    assert refits.sizes == {0.5: 16, 1.0: 30} and {s[1] for s in seen} == {16, 30}
     assert [s[3] for s in seen[:2]] == [0, 1]
+    assert {s[4] for s in seen} == {0}  # one draw: every seed shares draw 0's generator
 
 
-def test_train_subsets_are_stratified_nested_and_fixed():
+def test_draws_pair_methods_and_share_one_generator_per_draw(monkeypatch):
+    seen = []
+
+    def fake_fit(cfg, train, early_stop, device, seed, *cache, gan_seed=None):
+        seen.append((cfg.synth.ratio > 0, tuple(train.labels.tolist()), seed, gan_seed, train.images.sum().item()))
+        return None, None, None
+
+    def fake_score(model, data, positive):
+        return {m: 0.5 for m in ev.METRIC_NAMES}, data.labels.numpy(), torch.full((len(data), 2), 0.5).numpy()
+
+    monkeypatch.setattr(ev, "fit_pipeline", fake_fit)
+    monkeypatch.setattr(ev, "score", fake_score)
+    cfg = TrialConfig.from_flat({**TINY, "synth.ratio": 1.0})
+    data = splits()
+    plan = ev.refit_plan(data, SimpleNamespace(data=SimpleNamespace(metrics={})), cfg)
+    configs = ev.method_configs(cfg, {b: ev.baseline_augment(cfg, p, None) for b, p in ev.AUGMENTED_BASELINES.items()})
+    refits = ev.evaluate_methods(configs, data, plan, [0, 1, 2], torch.device("cpu"), (0.5, 1.0), lambda _: None,
+                                 draws=2)
+    assert [u.label for u in refits.units] == ["d0s0", "d0s1", "d0s2", "d1s0", "d1s1", "d1s2"]
+    assert len(seen) == 2 * 2 * 4 * 3  # fractions x draws x methods x seeds
+    assert all(len(refits.by_fraction[f][m].metrics) == 6 for f in (0.5, 1.0) for m in ev.METHODS)
+    half = [s for s in seen if len(s[1]) == 16]
+    # Within a draw every method and seed trains on the same images; the two draws differ.
+    images_by_draw = {(s[3], s[4]) for s in half}
+    assert len(images_by_draw) == 2 and {d for d, _ in images_by_draw} == {0, 1}
+    assert [(s[2], s[3]) for s in half[:3]] == [(0, 0), (1, 0), (2, 0)]  # seeds vary, the generator seed is the draw
+
+
+def test_train_subsets_are_stratified_nested_within_a_draw_and_fixed():
+    from gantune.search.study import draw_subset
+
     labels = np.r_[np.zeros(40, int), np.ones(20, int)]
-    plan = ev.RefitPlan("cv_steps", np.arange(60), None, 10, "")
-    quarter, half = plan.train_subset(labels, 0.25, 0), plan.train_subset(labels, 0.5, 0)
+    idx = np.arange(60)
+    quarter, half = draw_subset(idx, labels, 0.25, 0, 0), draw_subset(idx, labels, 0.5, 0, 0)
     assert np.bincount(labels[quarter]).tolist() == [10, 5] and np.bincount(labels[half]).tolist() == [20, 10]
     assert set(quarter) <= set(half)
-    np.testing.assert_array_equal(quarter, plan.train_subset(labels, 0.25, 0))
-    assert plan.train_subset(labels, 1.0, 0) is plan.train_idx
+    np.testing.assert_array_equal(quarter, draw_subset(idx, labels, 0.25, 0, 0))
+    assert draw_subset(idx, labels, 1.0, 0, 3) is idx
+    other = draw_subset(idx, labels, 0.25, 0, 1)
+    assert np.bincount(labels[other]).tolist() == [10, 5] and set(other) != set(quarter)
 
 
 def test_parse_fractions():
@@ -276,6 +309,14 @@ def test_evaluate_end_to_end_table_run_statistics_and_no_leak(tmp_path, tiny_npz
     assert (m["paired_delta_auc_bootstrap_ci_low"], m["paired_delta_auc_bootstrap_ci_high"]) == pytest.approx(
         (boot.low, boot.high)
     )
+    # The study's interval at fraction 1 (one draw: seeds, then test images), recomputed from the predictions.
+    hier = stats.hierarchical_bootstrap(labels, best[None], base[None], lambda yy, p: stats.auc(yy == 0, p[:, 0]),
+                                        ev.BOOTSTRAP_REPLICATES, ev.BOOTSTRAP_SEED)
+    assert (m["frac_1_delta_auc"], m["frac_1_delta_auc_lo"], m["frac_1_delta_auc_hi"]) == pytest.approx(
+        (hier.delta, hier.low, hier.high))
+    assert m["frac_1_delta_auc"] == pytest.approx(d.mean())  # the mean paired AUC difference
+    assert m["mde_auc"] == pytest.approx(stats.min_detectable_auc_delta(0.85, 10, 10))  # best baseline val_auc
+    assert any(line.startswith("power: the test split (10 positive, 10 negative)") for line in lines)
     target = stats.specificity_at(y, base.mean(axis=0).argmax(axis=1) == 0)
     assert m["baseline_spec"] == pytest.approx(target)
     assert m["test_best_config_sens_at_spec"] == pytest.approx(stats.sensitivity_at_specificity(y, ens_best, target))
@@ -295,6 +336,9 @@ def test_train_fractions_refit_on_subsets_and_plot(tmp_path, tiny_npz, monkeypat
     assert "data efficiency" in text
     run = client.get_run(run_id)
     assert run.data.params["train_fractions"] == "0.5,1"
+    for f in ("0.5", "1"):
+        assert {f"frac_{f}_delta_auc", f"frac_{f}_delta_auc_lo", f"frac_{f}_delta_auc_hi"} <= set(run.data.metrics)
+    assert run.data.metrics["frac_0.5_train_images"] == 18 and run.data.metrics["frac_1_train_images"] == 36
     assert run.data.params["trivial_aug_augment_from"].startswith("default trivial policy")
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"data_efficiency.png", "data_efficiency.csv"} <= artifacts
@@ -303,7 +347,8 @@ def test_train_fractions_refit_on_subsets_and_plot(tmp_path, tiny_npz, monkeypat
             io.StringIO(Path(client.download_artifacts(run_id, "data_efficiency.csv", str(tmp_path))).read_text())
         )
     )
-    assert {(int(r["train_images"]), r["method"]) for r in rows} == {(n, m) for n in (18, 36) for m in ev.METHODS}
+    assert [int(r["train_images"]) for r in rows] == [18, 36]
+    assert all(f"auc_{m}" in rows[0] for m in ev.METHODS) and rows[0]["baseline"] in ev.BASELINES
     history = client.get_metric_history(run_id, "efficiency_best_config_auc")
     assert sorted(h.step for h in history) == [18, 36]
     png = Path(client.download_artifacts(run_id, "data_efficiency.png", str(tmp_path))).read_bytes()

@@ -467,8 +467,12 @@ def format_report(report: DatasetReport) -> str:
 
 def data_check_main(args: argparse.Namespace) -> int:
     """`gantune data check PATH [--folds K] [--skip-bad]`: print the report; 0 usable, 1 not.
-    Optional attributes: `seed` (test split, default 0), `preprocess` (a PreprocessConfig)."""
+    Optional attributes: `seed` (test split, default 0), `preprocess` (a PreprocessConfig),
+    `footer` (report -> extra lines printed after a usable report's, e.g. the test split's power)."""
     cfg = getattr(args, "preprocess", None) or PreprocessConfig()
     report = check_dataset(args.path, cfg, folds=args.folds, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad)
     print(format_report(report))
+    footer = getattr(args, "footer", None)
+    if footer is not None and report.usable:
+        print(footer(report))
     return 0 if report.usable else 1

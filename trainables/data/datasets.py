@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -73,6 +74,24 @@ class DataSplits:
     official_val: np.ndarray | None = None
     """Pool indices of MedMNIST's official val split (the pool is train then val); None for
     datasets without one. `evaluate` early-stops its refits on it."""
+
+
+def merge_classes(data: ImageDataset, groups: tuple[tuple[int, ...], ...]) -> ImageDataset:
+    """The same images with class c relabelled to the index of the group holding it; a merged
+    class is named after its members ("grade1+grade2")."""
+    lookup = torch.empty(data.num_classes, dtype=data.labels.dtype)
+    for new, group in enumerate(groups):
+        lookup[list(group)] = new
+    names = tuple("+".join(data.class_names[c] for c in group) for group in groups)
+    return ImageDataset(data.images, lookup.to(data.labels.device)[data.labels], names, data.source)
+
+
+def merge_splits(splits: DataSplits, groups: tuple[tuple[int, ...], ...] | None) -> DataSplits:
+    """`data.merge` applied to the pool and the test split (the folds, official val split and
+    patient groups are per image, so they stay as they are)."""
+    if groups is None:
+        return splits
+    return dataclasses.replace(splits, pool=merge_classes(splits.pool, groups), test=merge_classes(splits.test, groups))
 
 
 MEDMNIST_CLASS_NAMES = {
