@@ -306,7 +306,7 @@ def method_configs(best: TrialConfig, augments: dict[str, AugmentConfig]) -> dic
     """The evaluated methods: the best trial's configuration as it is; the same with no synthetic
     image and no augmentation; the same with no synthetic image and each baseline augmentation.
     Classifier, step budget and everything else stay the best trial's."""
-    no_synth = replace(best.synth, ratio=0.0)
+    no_synth = replace(best.synth, ratio=0.0, class_ratio=())  # per-class ratios would still add images
     configs = {
         "best_config": best,
         "real_only": replace(best, synth=no_synth, augment=replace(best.augment, enabled=False)),

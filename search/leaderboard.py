@@ -25,9 +25,10 @@ class TrialResult:
 
 
 def reported_failure(metrics: dict) -> str | None:
-    """outcome.DIVERGED / OOM for a trial that reported its failure (worst metric value) instead of
-    raising; None otherwise."""
-    return outcome.DIVERGED if metrics.get("diverged") else outcome.OOM if metrics.get("oom") else None
+    """outcome.DIVERGED / OOM / REJECTED for a trial that reported its failure (worst metric value)
+    instead of raising; None otherwise."""
+    flags = {"diverged": outcome.DIVERGED, "oom": outcome.OOM, "rejected": outcome.REJECTED}
+    return next((ended for flag, ended in flags.items() if metrics.get(flag)), None)
 
 
 def usable(metrics: dict, metric: str, failed: bool = False) -> bool:
@@ -107,6 +108,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             "folds_done": m.get("folds_done", 0),
             "outcome": trial_outcome(bool(result.error), m, total_folds),
             **{k: float(m.get(k, 0.0)) for k in GAN_CACHE_METRICS},
+            **({ACCEPT_RATE: float(m.get(ACCEPT_RATE, float("nan")))} if selects(space) else {}),
             **{k: result.config.get(k) for k in sorted(space.domains)},
         })
     better = max if mode == "max" else min
@@ -142,8 +144,19 @@ def leaderboard_columns(space) -> list[str]:
         "baseline",
         "folds_done",
         "outcome",
+        *([ACCEPT_RATE] if selects(space) else []),
         *sorted(space.domains),
     ]
+
+
+ACCEPT_RATE = "synth_accept_rate"
+"""What a trial with synth.select reports: the share of candidate synthetic images kept."""
+
+
+def selects(space) -> bool:
+    """Whether trials of the space may select synthetic images (synth.select searched, or fixed
+    to something other than 'none'): the leaderboard then shows their acceptance rate."""
+    return "synth.select" in space.domains or space.fixed.get("synth.select", "none") != "none"
 
 
 def cell(value) -> str:

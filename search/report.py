@@ -232,7 +232,7 @@ def leaderboard_section(view: SearchView, rows: list[dict]) -> str:
                   "they ran (folds_done), so it does not compare with a complete trial's and they are left out of "
                   "the ranking, the Optuna plots and the importances.</p>", html_table(stopped, columns)]
     if failed:
-        parts += [f"<h2>Failed, diverged or out of memory ({len(failed)}), not ranked</h2>",
+        parts += [f"<h2>Failed, diverged, out of memory or rejected ({len(failed)}), not ranked</h2>",
                   html_table(failed, columns)]
     return "".join(parts)
 

@@ -18,7 +18,15 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key, close_match, unsafe_name
+from gantune.trainables.config import (
+    MAPPING_KEYS,
+    SECTIONS,
+    ConfigError,
+    TrialConfig,
+    check_key,
+    close_match,
+    unsafe_name,
+)
 from gantune.trainables.generative_metrics import GEN_METRIC_NAMES
 from gantune.trainables.metrics import trial_metric_names
 
@@ -88,6 +96,8 @@ BASELINE_NEEDS = {
     "augment.policy searched over a choice with 'trivial' (or fixed to it) and augment.strength searched",
 }
 
+CLASS_RATIO_NEED = " (and every 'synth.class_ratio.<class>' searched with 0 in its range, none fixed above 0)"
+
 SMOKE_TEST = {
     "data.folds": 2,
     "gan.steps": 10,
@@ -126,12 +136,16 @@ class Space:
         for name in self.search.baselines:
             point = {key: neutral_value(d) for key, d in self.domains.items()}
             point.update({k: v for k, v in BASELINE_VALUES[name].items() if k in self.domains})
+            # Per-class ratios replace synth.ratio for their class: a baseline zeroes them too.
+            point.update({k: 0.0 for k in self.domains if k.startswith("synth.class_ratio.")})
             if name == "real_only" and "augment.enabled" not in self.domains and "augment.strength" in self.domains:
                 point["augment.strength"] = 0.0  # augmentation fixed on: off through its strength
             cfg = TrialConfig.from_flat({**self.fixed, **point})
             inside = all(in_domain(point[k], d) for k, d in self.domains.items())
             if cfg.baseline_name() != name or not inside:
-                raise SpaceError(f"{self.path}: 'search.baselines' lists '{name}', but {BASELINE_NEEDS[name]}")
+                per_class = any(k.startswith("synth.class_ratio.") for k in [*self.fixed, *self.domains])
+                raise SpaceError(f"{self.path}: 'search.baselines' lists '{name}', but {BASELINE_NEEDS[name]}"
+                                 f"{CLASS_RATIO_NEED if per_class else ''}")
             points.append(point)
         return points
 
@@ -342,23 +356,35 @@ def load_space(path: str | Path) -> Space:
         if not isinstance(values, dict):
             raise SpaceError(f"{path}: '{section}' must be a mapping, got {values!r}")
         for name, value in values.items():
-            key = f"{section}.{name}"
-            if isinstance(value, dict):
-                if section in FIXED_SECTIONS:
-                    raise SpaceError(
-                        f"{path}: '{key}' cannot be searched: '{section}' is applied once before the search "
-                        f"starts{FIXED_SECTIONS[section]}"
-                    )
-                domains[key] = parse_domain(path, key, value)
-            else:
-                check(path, key, value)
-                fixed[key] = value
+            for key, entry in space_entries(path, f"{section}.{name}", value):
+                if isinstance(entry, dict):
+                    if section in FIXED_SECTIONS:
+                        raise SpaceError(
+                            f"{path}: '{key}' cannot be searched: '{section}' is applied once before the search "
+                            f"starts{FIXED_SECTIONS[section]}"
+                        )
+                    domains[key] = parse_domain(path, key, entry)
+                else:
+                    check(path, key, entry)
+                    fixed[key] = entry
     search = make_search_settings(path, raw.get("search") or {})
     name = raw.get("name") or Path(path).stem
     check_name(path, "name", name)
     space = Space(path, name, fixed, domains, search)
     check_baselines(space)
     return space
+
+
+def space_entries(path: str, key: str, value: Any) -> list[tuple[str, Any]]:
+    """[(key, value)]; a mapping field ('synth.class_ratio': {0: 1.0, 1: {uniform: [0, 2]}}) gives
+    one key per entry ('synth.class_ratio.0', ...), each fixed or searched on its own (Optuna
+    proposes one value per key, never a mapping)."""
+    if key not in MAPPING_KEYS:
+        return [(key, value)]
+    if not isinstance(value, dict) or not value or any(k in DOMAIN_KINDS for k in value):
+        raise SpaceError(f"{path}: '{key}' must be a mapping of {MAPPING_KEYS[key]} -> a ratio or a searched "
+                         f"domain, e.g. {{1: 1.0}} or {{1: {{uniform: [0, 2]}}}}, got {value!r}")
+    return [(f"{key}.{entry}", v) for entry, v in value.items()]
 
 
 def check_baselines(space: Space) -> None:

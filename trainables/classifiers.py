@@ -174,6 +174,30 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch: int = 128) -> t
     return torch.cat([F.softmax(model(images[i : i + batch]), dim=1) for i in range(0, len(images), batch)])
 
 
+class EpochBatches:
+    """Indices of `size` of n items per call, a fresh permutation whenever the current one has
+    fewer than `size` left (a partial epoch tail is never drawn)."""
+
+    def __init__(self, n: int, size: int, rng: torch.Generator) -> None:
+        self.n, self.size, self.rng = n, size, rng
+        self.order, self.cursor = torch.randperm(n, generator=rng, device=rng.device), 0
+
+    def next(self) -> torch.Tensor:
+        if self.cursor + self.size > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.rng, device=self.rng.device), 0
+        self.cursor += self.size
+        return self.order[self.cursor - self.size : self.cursor]
+
+
+def pretrain_batches(pretrain: tuple[torch.Tensor, torch.Tensor] | None, batch_size: int,
+                     rng: torch.Generator) -> EpochBatches:
+    n = 0 if pretrain is None else len(pretrain[0])
+    if min(batch_size, n) < 2:  # BatchNorm in train mode fails on a batch of 1
+        raise ValueError(f"synthetic pretraining needs >= 2 images per batch, got {n} synthetic images "
+                         f"('synth.ratio' too small for 'synth.use' pretrain)")
+    return EpochBatches(n, min(batch_size, n), rng)
+
+
 SyntheticStream = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 """(n, generator) -> n fresh synthetic (images, labels) on the training device."""
 
@@ -194,6 +218,8 @@ def fit_classifier(
     stream: SyntheticStream | None = None,
     stream_share: float = 0.0,
     stream_weight: float = 1.0,
+    pretrain: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pretrain_steps: int = 0,
 ) -> nn.Module:
     """Train for at most cfg.steps steps, keep the weights with the lowest validation loss (no
     validation images: train every step and keep the last weights).
@@ -201,7 +227,10 @@ def fit_classifier(
     `weights`: a loss weight per training image (synthetic images mixed into a pool).
     `stream`: fresh synthetic images for every batch, `stream_share` of its batch_size images,
     each weighted `stream_weight`; the batch size and the step budget stay the same.
-    `runtime`: CUDA-only speed-ups (bf16 autocast, channels-last, compile); None = plain fp32."""
+    `runtime`: CUDA-only speed-ups (bf16 autocast, channels-last, compile); None = plain fp32.
+    `pretrain`: (images, labels) that alone make the batches of the first `pretrain_steps` steps
+    (synthetic pretraining), augmented alike; the training images (and stream) take the rest of
+    cfg.steps. Early stopping starts after them: the kept weights are always fine-tuned ones."""
     device = train_images.device
     torch.manual_seed(seed)
     rng = torch.Generator(device).manual_seed(seed)
@@ -219,19 +248,22 @@ def fit_classifier(
             f"classifier batches need >= 2 images (BatchNorm), got 'classifier.batch_size' "
             f"{cfg.batch_size} with {n} training images"
         )
-    order, cursor = torch.randperm(n, generator=rng, device=device), 0
+    real_batches = EpochBatches(n, n_real, rng)
+    pre_batches = pretrain_batches(pretrain, cfg.batch_size, rng) if pretrain_steps > 0 else None
     # Summed on the device and read at each validation: a NaN / inf loss poisons the sum, and the
     # loop syncs with the host once per validation instead of once per step.
     loss_sum = torch.zeros((), device=device)
     for step in range(1, cfg.steps + 1):
         # --- Batch (reshuffle when an epoch is used up), plus fresh synthetic images ---
-        if cursor + n_real > n:
-            order, cursor = torch.randperm(n, generator=rng, device=device), 0
-        idx = order[cursor : cursor + n_real]
-        cursor += n_real
-        x, y = train_images[idx], train_labels[idx]
-        w = weights[idx] if weights is not None else None
-        if n_stream:
+        pretraining = step <= pretrain_steps
+        if pretraining:
+            idx = pre_batches.next()
+            x, y, w = pretrain[0][idx], pretrain[1][idx], None
+        else:
+            idx = real_batches.next()
+            x, y = train_images[idx], train_labels[idx]
+            w = weights[idx] if weights is not None else None
+        if n_stream and not pretraining:
             xs, ys = stream(n_stream, rng)
             x, y = torch.cat([x, xs]), torch.cat([y, ys])
             real_w = w if w is not None else torch.ones(len(idx), device=device)
@@ -251,7 +283,7 @@ def fit_classifier(
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if not math.isfinite(float(loss_sum)):
                 raise DivergedError(f"classifier loss became {float(loss_sum)} by step {step}; lower its lr")
-            if val_images is None:
+            if val_images is None or pretraining:
                 continue
             val_loss = float(
                 F.cross_entropy(torch.log(predict_proba(model, val_images) + 1e-12), val_labels, reduction="mean")

@@ -96,6 +96,43 @@ class SynthConfig:
     proportion (synthetic images as stochastic augmentation). The step budget is the same."""
     weight: float = 1.0
     """Loss weight of a synthetic image relative to a real one (> 0)."""
+    class_ratio: tuple[tuple[int, float], ...] = ()
+    """Per-class ratios that replace `ratio` for the classes listed, as (class index, ratio)
+    pairs sorted by class. Written in a space file as a mapping, `class_ratio: {0: 1.0, 1:
+    {uniform: [0, 2]}}`, which becomes one key per class (`synth.class_ratio.0`): Optuna proposes
+    one number per key, never a mapping, so each class's amount is searched (or fixed) on its own
+    and shows as its own leaderboard column. Each ratio >= 0; the class index must exist."""
+    use: str = "mix"
+    """How synthetic images train the classifier: 'mix' (into the real batches, as `mode` says);
+    'pretrain' (synthetic images only for `pretrain_share` of the steps, then real images only);
+    'mix+pretrain' (synthetic only, then real + synthetic mixed). The step budget is the same."""
+    pretrain_share: float = 0.5
+    """'pretrain' / 'mix+pretrain': the share of classifier.steps trained on synthetic images only,
+    in (0, 1) (rounded to whole steps; the fine-tuning phase keeps at least one step)."""
+    select: str = "none"
+    """Classifier-guided selection of synthetic images: 'none'; 'confidence' (keep an image only if
+    a classifier trained on the real training images alone gives its intended class a probability
+    >= `select_confidence`); 'confidence+feature' (and its penultimate features lie within
+    `select_distance` of the class's real images). Oversampled to reach each class's count."""
+    select_confidence: float = 0.5
+    """Minimum probability of the intended class for a synthetic image to be kept, in [0, 1]."""
+    select_distance: float = 0.9
+    """'confidence+feature': the quantile q in (0, 1] of the distances of the class's real training
+    images to their feature centroid; a synthetic image is kept only if it is no farther from the
+    centroid than that (q = 0.9: as close as 90 % of the real images are)."""
+    select_rounds: int = 10
+    """Selection draws at most this many rounds per class (later rounds sized by the acceptance
+    so far, at most 10x the request); a class still short then fails the trial (>= 1)."""
+
+    def ratios(self, num_classes: int) -> list[float]:
+        """The ratio of each class: `class_ratio` where given, else `ratio`."""
+        per_class = dict(self.class_ratio)
+        return [per_class.get(c, self.ratio) for c in range(num_classes)]
+
+    @property
+    def adds_images(self) -> bool:
+        """Whether any class gets a nonzero ratio (otherwise the trial is a baseline)."""
+        return self.ratio != 0 or any(r != 0 for _, r in self.class_ratio)
 
 
 SECTIONS: dict[str, type] = {
@@ -134,27 +171,30 @@ class TrialConfig:
         seed = flat.pop("seed", seed)  # to_flat writes it: a trial_config.json says the seed it ran with
         for key, value in flat.items():
             section, name = check_key(key)
-            grouped[section][name] = value
+            if (entry := mapping_entry(key)) is not None:
+                grouped[section].setdefault(name, {})[entry[1]] = value
+            else:
+                grouped[section][name] = value
         return cls(**{s: make_section(s, v) for s, v in grouped.items()}, seed=seed)
 
     def baseline_name(self) -> str | None:
         """Trials adding no synthetic image are baselines, whatever their GAN settings say:
         'classic_aug' / 'trivial_aug' with that augmentation policy on, else 'real_only'."""
-        if self.synth.ratio != 0:
+        if self.synth.adds_images:
             return None
         if not self.augment.active:
             return "real_only"
         return "trivial_aug" if self.augment.policy == "trivial" else "classic_aug"
 
     def to_flat(self) -> dict[str, Any]:
-        return {
-            **{
-                f"{section}.{k}": v
-                for section in SECTIONS
-                for k, v in dataclasses.asdict(getattr(self, section)).items()
-            },
-            "seed": self.seed,
+        flat = {
+            f"{section}.{k}": v
+            for section in SECTIONS
+            for k, v in dataclasses.asdict(getattr(self, section)).items()
+            if f"{section}.{k}" not in MAPPING_KEYS
         }
+        flat.update({f"synth.class_ratio.{c}": r for c, r in self.synth.class_ratio})  # from_flat's form
+        return {**flat, "seed": self.seed}
 
 
 MOVED_KEYS = {
@@ -166,8 +206,31 @@ MOVED_KEYS = {
 """Keys that were removed -> the key that does the same now (one enhancement, applied per trial)."""
 
 
+MAPPING_KEYS = {"synth.class_ratio": "a class index (0, 1, ...)"}
+"""Fields written as a mapping in a space file and searched one key per entry,
+'<field>.<entry>' ('synth.class_ratio.1'): Optuna proposes numbers and choices, not mappings."""
+
+
+def mapping_entry(key: str) -> tuple[str, int] | None:
+    """'synth.class_ratio.1' -> ('synth.class_ratio', 1); None for any other key; a ConfigError
+    naming the key when its entry is not a class index."""
+    for field_key, what in MAPPING_KEYS.items():
+        if key.startswith(field_key + "."):
+            entry = key[len(field_key) + 1:]
+            if not entry.isdigit():
+                raise ConfigError(f"'{key}': the part after '{field_key}.' must be {what}, got {entry!r}")
+            return field_key, int(entry)
+    return None
+
+
 def check_key(key: str) -> tuple[str, str]:
-    """'gan.lr' -> ('gan', 'lr'), or a ConfigError naming the key and what is allowed."""
+    """'gan.lr' -> ('gan', 'lr'), or a ConfigError naming the key and what is allowed. An entry
+    of a mapping field ('synth.class_ratio.1') gives its field ('synth', 'class_ratio')."""
+    if (entry := mapping_entry(key)) is not None:
+        section, _, name = entry[0].partition(".")
+        return section, name
+    if key in MAPPING_KEYS:
+        raise ConfigError(f"'{key}' takes one key per entry, '{key}.<{MAPPING_KEYS[key]}>' (a mapping in a space file)")
     if key in MOVED_KEYS:
         raise ConfigError(f"'{key}' was removed: use '{MOVED_KEYS[key]}' (the enhancement is applied per trial, "
                           "on the same [0, 1] intensity scale, and can be searched)")
@@ -273,6 +336,10 @@ FIELD_RANGES: dict[str, Range] = {
     "synth.sample_seed": SEED,
     "synth.filter_threshold": UNIT,  # the discriminator's sigmoid score
     "synth.weight": POSITIVE,  # a zero weight would make synthetic images dead weight in the batch
+    "synth.pretrain_share": Range(0, 1, low_open=True, high_open=True),  # 0 or 1 would leave a phase empty
+    "synth.select_confidence": UNIT,  # a softmax probability
+    "synth.select_distance": Range(0, 1, low_open=True),  # a quantile; 0 would keep (almost) nothing
+    "synth.select_rounds": COUNT,
     # augment (AugmentConfig's own __post_init__ checks the same for direct construction)
     "augment.strength": UNIT,
     "augment.flip_p": UNIT,
@@ -308,6 +375,10 @@ FIELD_RANGES: dict[str, Range] = {
 """'section.field' -> its valid values, for every int or float field of every section (a test
 fails when a numeric field has none). Checked for fixed values and for both ends of a searched
 range (every choice) when the space is loaded, before any trial starts."""
+
+
+ENTRY_RANGES: dict[str, Range] = {"synth.class_ratio": at_least(0)}  # like synth.ratio
+"""Mapping field (MAPPING_KEYS) -> the valid values of each of its entries."""
 
 
 def is_numeric(tp: Any) -> bool:
@@ -370,6 +441,10 @@ def check_dataset_fit(cfg: TrialConfig, num_classes: int) -> None:
     if not cfg.data.positive_class < num_classes:
         raise ConfigError(f"'data.positive_class' must be a class index below the dataset's {num_classes} "
                           f"classes (0..{num_classes - 1}), got {cfg.data.positive_class}")
+    for c, _ in cfg.synth.class_ratio:
+        if not c < num_classes:
+            raise ConfigError(f"'synth.class_ratio.{c}' names class {c}, but the dataset has {num_classes} classes "
+                              f"(0..{num_classes - 1})")
 
 
 def registry_choices() -> dict[str, set[str]]:
@@ -382,8 +457,10 @@ def registry_choices() -> dict[str, set[str]]:
         "classifier.name": set(CLASSIFIERS),
         "classifier.optimizer": {"rmsprop", "sgd", "adam"},
         "synth.refiner": {"none", *REFINERS},
-        "synth.classes": {"all", "minority"},
+        "synth.classes": {"all", "minority", "balance"},
         "synth.mode": {"pool", "stream"},
+        "synth.use": {"mix", "pretrain", "mix+pretrain"},
+        "synth.select": {"none", "confidence", "confidence+feature"},
         "gan.loss": {"bce", "hinge"},
     }
 
@@ -403,6 +480,9 @@ def make_section(section: str, values: dict[str, Any]):
     choices = registry_choices()
     for name, value in values.items():
         key = f"{section}.{name}"
+        if key in MAPPING_KEYS:
+            coerced[name] = coerce_mapping(key, value)
+            continue
         coerced[name] = coerce(key, types_[name], value)
         check_range(key, coerced[name])
         if key in choices and coerced[name] not in choices[key]:
@@ -462,3 +542,16 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
         except (TypeError, ValueError) as exc:
             reasons.append(str(exc))
     raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r} ({'; '.join(dict.fromkeys(reasons))})")
+
+
+def coerce_mapping(key: str, entries: dict[int, Any]) -> tuple[tuple[int, float], ...]:
+    """{1: 2.0, 0: 0.5} (from_flat's grouping of '<key>.<class>' keys) -> ((0, 0.5), (1, 2.0)),
+    each ratio coerced and range-checked under its own key ('synth.class_ratio.1')."""
+    out = []
+    for entry, value in sorted(entries.items()):
+        entry_key = f"{key}.{entry}"
+        ratio = coerce(entry_key, float, value)
+        if ratio not in ENTRY_RANGES[key]:
+            raise ConfigError(f"'{entry_key}' must be {ENTRY_RANGES[key]}, got {value!r}")
+        out.append((entry, ratio))
+    return tuple(out)

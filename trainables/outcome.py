@@ -13,6 +13,9 @@ DIVERGED = "diverged"
 """A GAN's losses went non-finite; reported (not retried), with the worst metric value."""
 OOM = "out of memory"
 """CUDA ran out of memory; reported (not retried), with the worst metric value."""
+REJECTED = "rejected"
+"""synth.select accepted too few synthetic images to fill a class's count; reported (not retried,
+the same seed would draw the same images), with the worst metric value."""
 FAILED = "failed"
 """Raised an error (after Tune's retries, --max-failures)."""
 INTERRUPTED = "interrupted"
@@ -20,7 +23,7 @@ INTERRUPTED = "interrupted"
 
 MLFLOW_STATUS = {
     FINISHED: "FINISHED", STOPPED: "FINISHED",
-    DIVERGED: "FAILED", OOM: "FAILED", FAILED: "FAILED",
+    DIVERGED: "FAILED", OOM: "FAILED", REJECTED: "FAILED", FAILED: "FAILED",
     INTERRUPTED: "KILLED",
 }
 """Outcome -> the MLflow status of the trial's run."""

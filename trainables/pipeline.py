@@ -16,6 +16,7 @@ from .config import TrialConfig
 from .data.datasets import DataSplits
 from .loop import DivergedError
 from .gans.cache import GeneratorCache
+from .synth_use import SelectionError
 from .trial import FoldResult, fold_metrics, gan_totals, load_fold_results, mean_metrics, run_trial, save_fold_results
 
 
@@ -62,7 +63,7 @@ OOM_HINT = "lower gan.batch_size / classifier.batch_size, or raise --gpus-per-tr
 def final_failure(exc: BaseException) -> Exception | None:
     """The failures that no retry with the same config can fix (None for any other error, which
     Tune retries up to --max-failures)."""
-    if isinstance(exc, DivergedError):
+    if isinstance(exc, (DivergedError, SelectionError)):
         return exc
     if isinstance(exc, torch.OutOfMemoryError):
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]  # the allocator's summary line
@@ -75,8 +76,16 @@ def failure_report(exc: Exception, settings: StudySettings, folds_done: int) -> 
     searcher records it (an Optuna trial never stays RUNNING) and steers away from it."""
     objectives = settings.objectives or ((settings.metric, settings.mode),)
     worst = {metric: 0.0 if mode == "max" else float("inf") for metric, mode in objectives}
-    flag = "diverged" if isinstance(exc, DivergedError) else "oom"
-    return {**worst, "folds_done": folds_done, flag: 1}
+    return {**worst, "folds_done": folds_done, failure_outcome(exc)[0]: 1}
+
+
+def failure_outcome(exc: Exception) -> tuple[str, str]:
+    """(the flag a reported failure sets in its result, its outcome) of a `final_failure`."""
+    if isinstance(exc, DivergedError):
+        return "diverged", outcome.DIVERGED
+    if isinstance(exc, SelectionError):
+        return "rejected", outcome.REJECTED
+    return "oom", outcome.OOM
 
 
 def assigned_gpu_ids() -> list[str]:
@@ -162,7 +171,7 @@ def trainable(config: dict, settings: StudySettings) -> None:
             run.fail(exc)
             raise
         # Reported, not raised: Tune would retry an error with the very same config.
-        run.fail(failure, outcome.DIVERGED if isinstance(failure, DivergedError) else outcome.OOM)
+        run.fail(failure, failure_outcome(failure)[1])
         tune.report({**failure_report(failure, settings, len(results)), tracking.RUN_ID_KEY: run.run_id})
 
 

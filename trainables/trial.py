@@ -27,6 +27,7 @@ from .gans.cache import CacheStats, GeneratorCache, cached_fit
 from .loop import Report
 from .generative_metrics import RealReferenceCache, generative_metrics
 from .metrics import METRIC_NAMES, classification_metrics
+from .synth_use import Scorer, fit_scorer, select
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Synthetic:
     """Last reported training diagnostics of every GAN / refiner, keyed "<name>_c<class>"."""
     cache: CacheStats = field(default_factory=CacheStats)
     """GANs this training set took from the generator cache (hits) or trained (misses)."""
+    scorer: Scorer | None = None
+    """synth.select: the real-only classifier that accepts or rejects synthetic images."""
+    accept_rate: float | None = None
+    """synth.select: the share of candidate synthetic images the scorer accepted (None: no selection)."""
 
 
 @dataclass
@@ -64,11 +69,18 @@ class FoldResult:
         return self.synthetic.gans
 
 
-def synthetic_counts(train: ImageDataset, ratio: float, classes: str = "all") -> dict[int, int]:
-    """round(ratio * real count) synthetic images per class: every class, or ('minority') only
-    the classes smaller than the largest."""
+def synthetic_counts(train: ImageDataset, ratio: float | list[float], classes: str = "all") -> dict[int, int]:
+    """round(ratio_c x base_c) synthetic images per class; `ratio` is one ratio for every class or
+    one per class (SynthConfig.ratios). base_c by `classes`: 'all', the class's real count;
+    'minority', the same but 0 for the largest class; 'balance', the class's gap to the largest
+    class (ratio 1 fills every class up to the largest)."""
     real = train.class_counts()
-    return {c: int(round(ratio * n)) if classes == "all" or n < max(real) else 0 for c, n in enumerate(real)}
+    ratios = ratio if isinstance(ratio, list) else [ratio] * len(real)
+    largest = max(real)
+    if classes == "balance":
+        return {c: int(round(r * (largest - n))) for c, (n, r) in enumerate(zip(real, ratios))}
+    return {c: int(round(r * n)) if classes == "all" or n < largest else 0
+            for c, (n, r) in enumerate(zip(real, ratios))}
 
 
 def last_values(history: dict[str, list[float]], suffix: str) -> dict[str, float]:
@@ -110,41 +122,68 @@ def draw(cfg: TrialConfig, gan: TrainedGAN, n: int, seed: int) -> tuple[torch.Te
     return gan.sample(n, seed=seed), None
 
 
+def class_sampler(
+    cfg: TrialConfig, gan: TrainedGAN, refiner: TrainedRefiner | None,
+) -> Callable[[int, int], torch.Tensor]:
+    """(k, seed) -> k fresh images of the GAN's class, score-filtered and refined as the pool's."""
+
+    def produce(k: int, seed: int) -> torch.Tensor:
+        fake = draw(cfg, gan, k, seed)[0][:k]
+        return refiner.refine(fake) if refiner is not None else fake
+
+    return produce
+
+
 def make_synthetic(cfg: TrialConfig, train: ImageDataset, counts: dict[int, int], device: torch.device, seed: int,
                    cache: GeneratorCache | None = None, gan_seed: int | None = None) -> Synthetic:
     """Fit the GAN(s) on the training images only (or take them from the cache), sample each
-    class's count (score-filtered), refine. `gan_seed` (default `seed`) seeds the GAN training
-    alone, so refits with other classifier seeds can share one generator."""
+    class's count (score-filtered), refine; with synth.select, keep only what a classifier
+    trained on the training images' real images accepts (oversampled to the count). `gan_seed`
+    (default `seed`) seeds the GAN training alone, so refits with other classifier seeds can share
+    one generator; the selection classifier, a classifier, takes `seed`."""
     out = Synthetic()
     classes = [c for c, n in counts.items() if n > 0]
     out.gans = train_gans(cfg, train, classes, device, seed if gan_seed is None else gan_seed, cache, out.cache)
+    if cfg.synth.select != "none":
+        out.scorer = fit_scorer(cfg, train, seed)
     images, unrefined, labels = [], [], []
+    accepted = drawn = 0.0
     for c in classes:
         gan, n, s = out.gans[c], counts[c], class_seed(seed, c)
         out.history.update(last_values(gan.history, f"c{c}"))
-        # --- Sample, keeping what the discriminator scores >= threshold ---
-        fake, kept = draw(cfg, gan, n, s)
-        if kept is not None:
-            out.kept_fraction[c] = kept
-        # --- Refine (SimGAN) against the same class's real images ---
-        if cfg.synth.refiner != "none" and len(fake):
-            refiner = REFINERS[cfg.synth.refiner](cfg.refiner, fake, train.of_class(c), seed=s, device=device)
-            out.refiners[c] = refiner
-            out.history.update(last_values(refiner.history, f"c{c}"))
-            unrefined.append(fake)
-            fake = refiner.refine(fake)
+        if cfg.synth.refiner != "none" or out.scorer is None:
+            # --- Sample, keeping what the discriminator scores >= threshold ---
+            fake, kept = draw(cfg, gan, n, s)
+            if kept is not None:
+                out.kept_fraction[c] = kept
+            # --- Refine (SimGAN) against the same class's real images ---
+            if cfg.synth.refiner != "none" and len(fake):
+                refiner = REFINERS[cfg.synth.refiner](cfg.refiner, fake, train.of_class(c), seed=s, device=device)
+                out.refiners[c] = refiner
+                out.history.update(last_values(refiner.history, f"c{c}"))
+                unrefined.append(fake)
+                fake = refiner.refine(fake)
+        if out.scorer is not None:
+            # --- Keep what the real-only classifier recognises (the refiner trained on the first draw) ---
+            produce = class_sampler(cfg, gan, out.refiners.get(c))
+            fake, rate, k = select(produce, out.scorer, c, n, s, cfg.synth.select_rounds)
+            accepted, drawn = accepted + rate * k, drawn + k
         images.append(fake)
         labels.append(torch.full((len(fake),), c, dtype=torch.long, device=fake.device))
     out.images, out.labels = torch.cat(images), torch.cat(labels)
-    out.unrefined = torch.cat(unrefined) if unrefined else None
+    # Selected images are fresh draws, not the refiner's first batch: no unrefined twins for them.
+    out.unrefined = torch.cat(unrefined) if unrefined and out.scorer is None else None
+    out.accept_rate = accepted / drawn if drawn else None
     return out
 
 
 def synthetic_stream(cfg: TrialConfig, synthetic: Synthetic, counts: dict[int, int]):
     """synth.mode 'stream': n fresh images per call, classes drawn in proportion to `counts`, each
-    class's images filtered and refined as the pool's were; seeds come from the classifier's rng."""
+    class's images filtered, refined and selected as the pool's were; seeds come from the
+    classifier's rng."""
     classes = [c for c, n in counts.items() if n > 0]
     share = torch.tensor([counts[c] for c in classes], dtype=torch.float)
+    samplers = {c: class_sampler(cfg, synthetic.gans[c], synthetic.refiners.get(c)) for c in classes}
 
     def stream(n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         picks = torch.multinomial(share.to(rng.device), n, replacement=True, generator=rng)
@@ -154,9 +193,10 @@ def synthetic_stream(cfg: TrialConfig, synthetic: Synthetic, counts: dict[int, i
             if not k:
                 continue
             seed = int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device))
-            fake = draw(cfg, synthetic.gans[c], k, seed)[0][:k]
-            if c in synthetic.refiners:
-                fake = synthetic.refiners[c].refine(fake)
+            if synthetic.scorer is None:
+                fake = samplers[c](k, seed)
+            else:
+                fake = select(samplers[c], synthetic.scorer, c, k, seed, cfg.synth.select_rounds)[0]
             images.append(fake)
             labels.append(torch.full((len(fake),), c, dtype=torch.long, device=fake.device))
         return torch.cat(images), torch.cat(labels)
@@ -171,24 +211,33 @@ def fit_pipeline(
     """Everything a trial fits on one training set: GANs (and refiners) on `train` only, then the
     classifier on real + synthetic images, early-stopped on the real `early_stop` images (None:
     the full step budget, last weights). `gan_seed` (default `seed`): see make_synthetic."""
-    counts = synthetic_counts(train, cfg.synth.ratio, cfg.synth.classes)
+    counts = synthetic_counts(train, cfg.synth.ratios(train.num_classes), cfg.synth.classes)
     total = sum(counts.values())
     synthetic = (make_synthetic(cfg, train, counts, device, seed, gan_cache, gan_seed) if total > 0
                  else Synthetic())
     x, y, extra = train.images, train.labels, {}
-    if synthetic.images is not None and cfg.synth.mode == "stream":
-        extra = {"stream": synthetic_stream(cfg, synthetic, counts), "stream_share": total / (total + len(train)),
-                 "stream_weight": cfg.synth.weight}
-    elif synthetic.images is not None:
+    have = synthetic.images is not None
+    if have and cfg.synth.use in ("pretrain", "mix+pretrain"):
+        extra = {"pretrain": (synthetic.images, synthetic.labels), "pretrain_steps": pretrain_steps(cfg)}
+    if have and cfg.synth.use in ("mix", "mix+pretrain") and cfg.synth.mode == "stream":
+        extra |= {"stream": synthetic_stream(cfg, synthetic, counts), "stream_share": total / (total + len(train)),
+                  "stream_weight": cfg.synth.weight}
+    elif have and cfg.synth.use in ("mix", "mix+pretrain"):
         x, y = torch.cat([x, synthetic.images]), torch.cat([y, synthetic.labels])
         if cfg.synth.weight != 1.0:
-            extra = {"weights": torch.cat([torch.ones(len(train), device=x.device),
-                                           torch.full((len(synthetic.images),), cfg.synth.weight, device=x.device)])}
+            extra["weights"] = torch.cat([torch.ones(len(train), device=x.device),
+                                          torch.full((len(synthetic.images),), cfg.synth.weight, device=x.device)])
     model = fit_classifier(
         cfg.classifier, x, y, early_stop.images if early_stop else None, early_stop.labels if early_stop else None,
         train.num_classes, seed=seed, augment=make_augment(cfg.augment), runtime=cfg.runtime, report=report, **extra,
     )
     return model, synthetic, counts
+
+
+def pretrain_steps(cfg: TrialConfig) -> int:
+    """Steps of synthetic-only pretraining: synth.pretrain_share of classifier.steps, leaving the
+    fine-tuning phase at least one step (the total stays classifier.steps)."""
+    return min(int(round(cfg.synth.pretrain_share * cfg.classifier.steps)), cfg.classifier.steps - 1)
 
 
 def score(model: nn.Module, data: ImageDataset, positive: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
@@ -224,6 +273,8 @@ def run_fold(
     model, synthetic, counts = fit_pipeline(cfg, train, val, device, seed, gan_cache, report=best)
     metrics, labels, proba = score(model, val, cfg.data.positive_class)
     metrics["clf_best_step"] = float(best.step)
+    if synthetic.accept_rate is not None:
+        metrics["synth_accept_rate"] = synthetic.accept_rate
     result = FoldResult(fold.index, metrics, labels, proba, synthetic, counts, gan_stats=synthetic.cache.as_metrics())
     if references is not None and synthetic.images is not None:
         result.gen_metrics = fold_generative_metrics(cfg, references, fold.index, train, val, synthetic.images, seed)
@@ -286,6 +337,9 @@ def mean_metrics(results: list[FoldResult]) -> dict[str, float]:
     steps = [r.metrics["clf_best_step"] for r in results if "clf_best_step" in r.metrics]
     if steps:
         means["val_clf_best_step"] = float(np.mean(steps))
+    rates = [r.metrics["synth_accept_rate"] for r in results if "synth_accept_rate" in r.metrics]
+    if rates:
+        means["synth_accept_rate"] = float(np.mean(rates))
     return means
 
 
