@@ -397,7 +397,7 @@ def evaluate_methods(
     results = {f: {m: MethodRuns() for m in configs} for f in fractions}
     sizes = {}
     total, done = len(fractions) * len(configs) * len(slots), 0
-    early_stop = None
+    reused: dict[tuple, tuple[dict[str, float], np.ndarray]] = {}
     with progress_bar(total, "evaluate", "fit") as bar:
         for fraction in fractions:
             for draw in range(draws):
@@ -411,16 +411,25 @@ def evaluate_methods(
                     for seed in seeds:
                         bar.set_postfix_str(f"{method} draw {draw} seed {seed}")
                         start = time.monotonic()
-                        model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed,
-                                                   gan_cache, gan_seed=draw)
-                        metrics, _, proba = score(model, test, cfg.data.positive_class)
+                        # A method without a generator depends only on its images and seed: at
+                        # fraction 1 every draw holds the same images, so its first refit stands.
+                        key = (method, seed, train_idx.tobytes()) if cfg.baseline_name() else None
+                        note = " (the same images and seed as an earlier draw: reused)" if key in reused else ""
+                        if note:
+                            metrics, proba = reused[key]
+                        else:
+                            model, _, _ = fit_pipeline(replace(cfg, seed=seed), train, early_stop, device, seed,
+                                                       gan_cache, gan_seed=draw)
+                            metrics, _, proba = score(model, test, cfg.data.positive_class)
+                            if key is not None:
+                                reused[key] = metrics, proba
                         results[fraction][method].metrics.append(metrics)
                         results[fraction][method].proba.append(proba)
                         done += 1
                         where = "" if fraction == 1 else f" ({len(train_idx)} training images)"
                         which = f"draw {draw} seed {seed}" if draws > 1 else f"seed {seed}"
                         progress(f"[{done}/{total}] {method} {which}{where}: test auc {metrics['auc']:.4f}, "
-                                 f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s)")
+                                 f"accuracy {metrics['accuracy']:.4f} ({time.monotonic() - start:.0f} s){note}")
                         bar.update(1)
     # Appended draw by draw, seed by seed within each method: the order of `slots` (units).
     return RefitResults(results, sizes, slots, draws, data.test.labels.cpu().numpy())

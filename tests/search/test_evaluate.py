@@ -184,7 +184,11 @@ def test_draws_pair_methods_and_share_one_generator_per_draw(monkeypatch):
     refits = ev.evaluate_methods(configs, data, plan, [0, 1, 2], torch.device("cpu"), (0.5, 1.0), lambda _: None,
                                  draws=2)
     assert [u.label for u in refits.units] == ["d0s0", "d0s1", "d0s2", "d1s0", "d1s1", "d1s2"]
-    assert len(seen) == 2 * 2 * 4 * 3  # fractions x draws x methods x seeds
+    # fraction 0.5: draws x methods x seeds; fraction 1: draw 0 in full, then only best_config (the
+    # baselines of draw 1 would train on the same images with the same seeds: reused, not refitted)
+    assert len(seen) == 2 * 4 * 3 + (4 * 3 + 3)
+    full = refits.by_fraction[1.0]
+    assert full["real_only"].metrics[3] is full["real_only"].metrics[0]  # d1s0 reuses d0s0
     assert all(len(refits.by_fraction[f][m].metrics) == 6 for f in (0.5, 1.0) for m in ev.METHODS)
     half = [s for s in seen if len(s[1]) == 16]
     # Within a draw every method and seed trains on the same images; the two draws differ.
@@ -377,7 +381,8 @@ def test_cli_dry_run_and_errors(tmp_path, tiny_npz, capsys):
     assert (
         main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--data", str(tmp_path / "missing.npz")]) == 2
     )
-    assert "--data does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--data" in err and "no such file or folder" in err
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--experiment", "tiny", "--tracking-uri", uri, "--train-fraction", "2"])
     assert exit_.value.code == 2 and "--train-fraction: every fraction must be in (0, 1]" in capsys.readouterr().err
