@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.gantune-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test browser-deps bench bench-search clean
+.PHONY: install demo test browser-deps bench bench-search bench-scale gpu-check clean
 
 install: $(STAMP)
 
@@ -45,6 +45,17 @@ bench: $(STAMP)
 
 bench-search: $(STAMP)
 	$(PY) -m benchmarks.run --search
+
+# The driver at scale (benchmarks/scale.py): 64, 256 and 1,024 stub trials x 5 folds through the
+# real driver, MLflow and Optuna on the PostgreSQL at 127.0.0.1:5432; each trial process takes
+# ~330 MB, so SCALE_ARGS="--concurrency 16" on a small machine. Not in `make test`.
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.scale $(SCALE_ARGS)
+
+# On a GPU node with its own PyTorch and nothing installed (see benchmarks/gpu_check.py).
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf ray_results mlruns mlartifacts mlflow.db optuna.db .pytest_cache report synth

@@ -14,7 +14,10 @@ resume the Tune experiment finds them. A record written before records were per 
 
 A driver killed between starting a trial and Tune's next experiment checkpoint leaves an MLflow
 run whose trial the restored experiment never heard of; `SweepTrialRuns` closes and deletes such
-orphans when the search ends, and closes any run its trial left RUNNING (search/callbacks.py)."""
+orphans when the search ends, and closes any run its trial left RUNNING (search/callbacks.py).
+
+A running search holds a lease in its record (search/lease.py): a resume refuses a search whose
+driver still runs (naming its host and the lease's age) and takes over one whose lease expired."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import pyarrow.fs
 
 from gantune.trainables.paths import PathEscapeError, inside
 
+from . import lease as leases
+from .lease import Lease
 from .options import FLAGS, RESUME_KEYS
 
 RECORDS_SUFFIX = ".gantune"
@@ -42,6 +47,10 @@ options in options.RESUME_KEYS)."""
 
 class ResumeError(ValueError):
     """A search that cannot be resumed; the message names the record file or the changed key."""
+
+
+class LeaseHeld(ResumeError):
+    """The search to resume is still running: its driver's lease is live (host and age named)."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,14 @@ class SearchRecord:
     started: str = ""
     """When the search started (UTC, ISO 8601): newest first when several are unfinished (empty in
     records written before it existed, which sort last)."""
+    lease: Lease | None = None
+    """The running driver's lease, renewed while it runs (search/lease.py); None once the search
+    ended (and in records written before leases existed)."""
 
     def describe(self) -> str:
         """One line naming the search, for a choice the user has to make."""
-        return f"parent run {self.parent_run_id} ({self.status}, started {self.started or 'unknown'})"
+        running = f"; {self.lease.describe()}" if self.lease is not None and self.lease.live() else ""
+        return f"parent run {self.parent_run_id} ({self.status}, started {self.started or 'unknown'}{running})"
 
 
 def now_utc() -> str:
@@ -116,10 +129,13 @@ def record_uri(storage_path: str, record: SearchRecord) -> str:
 
 
 def write_record(storage_path: str, record: SearchRecord) -> None:
+    """Written whole, then moved into place: the lease is renewed while other drivers read it."""
     fs, path = pyarrow.fs.FileSystem.from_uri(record_uri(storage_path, record))
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as f:
+    partial = f"{path}.{secrets.token_hex(4)}.partial"  # not *.json: read_records never lists it
+    with fs.open_output_stream(partial) as f:
         f.write(json.dumps(asdict(record), indent=2, default=str).encode())
+    fs.move(partial, path)
 
 
 def read_records(storage_path: str, experiment: str) -> list[SearchRecord]:
@@ -141,15 +157,70 @@ def _read(fs: pyarrow.fs.FileSystem, path: str) -> SearchRecord:
     with fs.open_input_stream(path) as f:
         text = f.read().decode()
     try:
-        return SearchRecord(**json.loads(text))
-    except (TypeError, ValueError) as exc:
+        values = json.loads(text)
+        return SearchRecord(**{**values, "lease": leases.from_json(values.get("lease"))})
+    except (TypeError, ValueError, AttributeError) as exc:
         raise ResumeError(f"{path}: not a gantune search record ({exc})") from exc
 
 
 def mark(storage_path: str, record: SearchRecord, status: str, reason: str = "") -> SearchRecord:
-    updated = replace(record, status=status, reason=reason)
+    """The search ended (or paused): its status, and its lease released (no longer renewed)."""
+    if record.lease is not None:
+        leases.stop_renewing(record.lease.token)  # before the write: a late renewal must not undo it
+    updated = replace(record, status=status, reason=reason, lease=None)
     write_record(storage_path, updated)
     return updated
+
+
+TAKE_OVER_SETTLE_S = 1.0
+"""After writing a take-over, wait this long before reading it back: two drivers racing for one
+expired lease both write, and the one whose token did not stay gives way."""
+
+
+def check_lease(storage_path: str, record: SearchRecord) -> None:
+    """LeaseHeld when the record's driver still runs (its lease is live)."""
+    if record.lease is not None and record.lease.live():
+        raise LeaseHeld(
+            f"{record_uri(storage_path, record)}: the search of parent run {record.parent_run_id} is running: "
+            f"{record.lease.describe()}. Stop that driver first, or resume once its lease has expired "
+            f"({record.lease.ttl_s:.0f} s without a renewal: its driver was killed or lost the storage)"
+        )
+
+
+def acquire(storage_path: str, record: SearchRecord, taking_over: bool) -> SearchRecord:
+    """The record, status 'running', with a new lease of this driver that a thread now renews.
+    `taking_over` (a resume): the stored record is read again and refused if its lease is live,
+    and a driver that lost a race for an expired lease gives way (LeaseHeld)."""
+    if taking_over:
+        check_lease(storage_path, current(storage_path, record))
+    lease = leases.new_lease()
+    held = replace(record, status="running", reason="", lease=lease)
+    write_record(storage_path, held)
+    if taking_over:
+        time.sleep(TAKE_OVER_SETTLE_S)
+        now = current(storage_path, record)
+        if now.lease is None or now.lease.token != lease.token:
+            check_lease(storage_path, now)
+            raise ResumeError(f"{record_uri(storage_path, record)}: another driver changed the record while this "
+                              "one took it over; try again")
+
+    def write(renewed: Lease) -> None:
+        write_record(storage_path, replace(held, lease=renewed))
+
+    def holder() -> str | None:
+        stored = current(storage_path, record).lease
+        return stored.token if stored is not None else None
+
+    leases.LeaseKeeper(lease, write, holder, f"the search of parent run {record.parent_run_id}").start()
+    return held
+
+
+def current(storage_path: str, record: SearchRecord) -> SearchRecord:
+    """The record as stored now (`record` itself when it has no file of its own yet: a legacy one)."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(record_uri(storage_path, record))
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return record
+    return _read(fs, path)
 
 
 class StorageError(ResumeError):
@@ -211,6 +282,7 @@ def record_to_resume(
         unfinished = same
     record = unfinished[0]
     check_resumable(storage_path, record, resolved, tracking_uri)
+    check_lease(storage_path, record)
     return record
 
 
@@ -219,11 +291,15 @@ def auto_record(
 ) -> SearchRecord | None:
     """`--resume auto`: the experiment's newest unfinished search with this tracking store, space
     and options that Tune saved a state of (`can_restore(tune dir)`), or None to start a new one.
-    Another configuration is another search: a user's retry never continues someone else's."""
+    Another configuration is another search: a user's retry never continues someone else's. That
+    search still running (its lease live) is refused (LeaseHeld), not started again beside it, even
+    before Tune saved a state of it."""
     for record in read_records(storage_path, experiment):
         if (record.status != "finished" and record.tracking_uri == tracking_uri
-                and not changed_keys(record.resolved, resolved) and can_restore(tune_path(storage_path, record))):
-            return record
+                and not changed_keys(record.resolved, resolved)):
+            check_lease(storage_path, record)
+            if can_restore(tune_path(storage_path, record)):
+                return record
     return None
 
 

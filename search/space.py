@@ -13,10 +13,12 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna.distributions as od
 import yaml
+
+if TYPE_CHECKING:
+    import optuna.distributions as od
 
 from gantune.trainables.config import (
     MAPPING_KEYS,
@@ -207,6 +209,8 @@ def in_domain(value: Any, domain: dict[str, Any]) -> bool:
 
 
 def to_distribution(path: str, key: str, domain: dict[str, Any]) -> od.BaseDistribution:
+    import optuna.distributions as od  # here: a GPU node's check reads space files without Optuna
+
     (kind, args), = domain.items()
     if kind == "choice":
         return od.CategoricalDistribution(list(args))

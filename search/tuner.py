@@ -20,7 +20,7 @@ from gantune.trainables.config import TrialConfig
 from gantune.trainables.data.datasets import DataSplits
 from gantune.trainables.pipeline import StudySettings, trainable
 
-from . import callbacks, local_cluster, plots, preflight, resume, tracking
+from . import callbacks, lease, local_cluster, plots, preflight, resume, tracking
 from .logs import optuna_quiet, ray_logging_config
 from .leaderboard import format_table, leaderboard_columns, leaderboard_rows
 from .options import SearchOptions
@@ -216,6 +216,17 @@ def run_search(
         raise ClusterError(str(exc)) from exc
     client = MlflowClient(options.tracking_uri)
     record = open_search(client, resolved, options, earlier)
+    try:
+        return run_opened(space, data, options, skipped_files, client, record, resumed=earlier is not None)
+    finally:  # ended without marking the record (an exception past run_opened): renew the lease no more
+        lease.stop_renewing(record.lease.token)
+
+
+def run_opened(
+    space: Space, data: DataSplits, options: SearchOptions, skipped_files, client: MlflowClient, record: SearchRecord,
+    resumed: bool,
+) -> tuple[list[dict], str]:
+    """run_search once the search's parent run and record are open and its lease is held."""
     experiment_id, parent_run_id = record.experiment_id, record.parent_run_id
     try:
         tracking.log_dataset(client, parent_run_id, data, skipped_files)
@@ -239,7 +250,7 @@ def run_search(
     try:
         tuner = (
             restore_tuner(settings, options, record)
-            if earlier is not None
+            if resumed
             else make_tuner(space, settings, options, record)
         )
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns early (callbacks.InterruptWatch)
@@ -320,17 +331,21 @@ def stopped(client: MlflowClient, options: SearchOptions, record: SearchRecord, 
 
 def warn_if_unfinished(options: SearchOptions) -> None:
     """A new search starts beside the experiment's unfinished ones (each search has its own
-    record): name them, since a killed driver's runs stay RUNNING until that search is resumed. Its
-    runs are not swept here: a record cannot tell a killed driver from one still running."""
+    record): name them, since a killed driver's runs stay RUNNING until that search is resumed (one
+    whose driver still runs, its lease live, is only noted). Nothing is swept here: that is --resume's."""
     try:
         records = resume.read_records(options.storage_path, options.experiment)
         unfinished = [r for r in records if r.status != "finished"]
     except (resume.ResumeError, OSError):
         return
     for last in unfinished:
+        if last.lease is not None and last.lease.live():
+            print(f"gantune: note: a search of '{options.experiment}' ({last.describe()}) is running; this new search "
+                  "starts beside it.", file=sys.stderr, flush=True)
+            continue
         print(
             f"gantune: warning: a search of '{options.experiment}' ({last.describe()}) never finished: its driver "
-            "was killed or stopped, or it still runs elsewhere; its RUNNING runs stay RUNNING. This new search starts "
+            "was killed or stopped; its RUNNING runs stay RUNNING. This new search starts "
             f"beside it. To continue it instead, stop now (Ctrl-C) and rerun with --resume {last.parent_run_id}.",
             file=sys.stderr, flush=True,
         )
@@ -343,8 +358,9 @@ def open_search(
     the search `--resume` continues (its parent run reopened). A new search's storage path is
     tried first, so an unwritable one leaves no run behind."""
     if earlier is not None:
+        record = resume.acquire(options.storage_path, earlier, taking_over=True)  # LeaseHeld: it still runs
         client.update_run(earlier.parent_run_id, status="RUNNING")
-        return earlier
+        return record
     resume.check_writable(options.storage_path)
     warn_if_unfinished(options)
     experiment_id = tracking.ensure_experiment(client, options.experiment, options.tracking_uri)
@@ -361,10 +377,9 @@ def open_search(
         resolved=resolved, started=resume.now_utc(),
     )
     try:
-        resume.write_record(options.storage_path, record)
+        return resume.acquire(options.storage_path, record, taking_over=False)
     except Exception as exc:
         raise stopped(client, options, record, exc) from exc
-    return record
 
 
 def make_trainable(settings: StudySettings, options: SearchOptions):

@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai.networks.nets import resnet18, resnet50
-
 from .loop import DivergedError, Report
 from .runtime import RuntimeConfig, autocast, prepare_model
 from .xception import Xception
@@ -123,6 +121,8 @@ def build_resnet18(channels: int, num_classes: int, size: int, cfg: ClassifierCo
     """MONAI's 2D ResNet-18 (basic blocks [2, 2, 2, 2]), randomly initialised (nothing is
     downloaded), the MedMNIST v2 benchmark's network (0.901 test AUC on BreastMNIST at 28 px).
     Stem and width as for resnet50 below."""
+    from monai.networks.nets import resnet18  # here: a GPU node's own PyTorch may come without MONAI
+
     _check_resnet_width("resnet18", cfg.width)
     del size  # global average pooling
     return resnet18(
@@ -135,6 +135,8 @@ def build_resnet50(channels: int, num_classes: int, size: int, cfg: ClassifierCo
     """MONAI's 2D ResNet-50, randomly initialised (nothing is downloaded). MONAI's stem keeps
     stride 1 before its max-pool, so 28 px inputs end at 2 px and 80 px at 5 px instead of
     vanishing; `width` becomes MONAI's widen_factor (1.0 = 64..512 bottleneck planes)."""
+    from monai.networks.nets import resnet50
+
     _check_resnet_width("resnet50", cfg.width)
     del size  # global average pooling: any input size >= 16 px works
     return resnet50(

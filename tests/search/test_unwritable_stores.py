@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gantune.search import resume, tracking, tuner
+from gantune.search.lease import stop_renewing
 from gantune.search.options import SearchOptions
 from gantune.search.resume import StorageError
 from gantune.search.space import load_space
@@ -143,10 +144,15 @@ def test_search_command_on_an_unwritable_store_fails_clearly(tmp_path, blocked):
 def test_a_new_search_over_a_search_that_never_ended_says_how_to_continue_it(tmp_path, capsys):
     uri, client = store(tmp_path)
     opts = options(tmp_path, uri)
-    killed = open_search(client, SPACE.resolved(), opts, None)  # its record stays 'running': a killed driver
+    killed = open_search(client, SPACE.resolved(), opts, None)  # its record stays 'running': a killed driver...
+    running = open_search(client, SPACE.resolved(), opts, None)
+    assert f"({running.parent_run_id} " not in capsys.readouterr().err
+    stop_renewing(killed.lease.token)  # ...whose lease no one renews (search/lease.py)
     second = open_search(client, SPACE.resolved(), opts, None)
     err = capsys.readouterr().err
     assert killed.parent_run_id in err and "RUNNING" in err and "--resume" in err
+    assert f"search of 's' (parent run {running.parent_run_id} (running" in err and "is running;" in err
+    resume.mark(opts.storage_path, running, "finished")
     assert second.parent_run_id not in err  # the new search itself is not an earlier one
     for record in (killed, second):  # each search has its own record: none replaced another
         ids = [r.parent_run_id for r in resume.read_records(opts.storage_path, opts.experiment)]

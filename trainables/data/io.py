@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from .datasets import DatasetError
 
@@ -139,6 +138,8 @@ def _nifti_truncated(path: Path) -> str | None:
 def read_image(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     """Read a whole file: the array in numpy order ((y, x) / (z, y, x), with a trailing channel
     axis only for vector pixels, alpha dropped) and its ImageInfo. Raises UnreadableImageError."""
+    import SimpleITK as sitk  # here: the worker side imports without it (a GPU node's own PyTorch)
+
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
@@ -215,6 +216,8 @@ def write_image(
     """Write a numpy-order array: (y, x) or (z, y, x); with `rgb`, a trailing (.., 3) channel axis.
     `spacing` is in SimpleITK order (x, y[, z]). PNG needs uint8/uint16 pixels and 2D arrays.
     `compress` is for formats that support it (.mha, .nrrd; .nii.gz is always gzipped)."""
+    import SimpleITK as sitk
+
     path = Path(path)
     if not path.name.lower().endswith(WRITE_SUFFIXES):
         raise ValueError(f"{path}: cannot write this format; use one of {WRITE_SUFFIXES}")
