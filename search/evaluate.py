@@ -143,9 +143,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the configurations and the refit plan, and exit without training"
     )
-    p.add_argument("--trial", metavar="ID",
-                   help=f"evaluate this trial (its gantune.trial_id) instead of the search's best; "
-                        f"'{BEST_GAN}': the best trial that adds synthetic images")
+    p.add_argument("--trial", metavar="ID", help=TRIAL_HELP)
     p.add_argument("--storage-path", default="ray_results",
                    help="the search's storage path: its generator cache (STORAGE_PATH/gan_cache) is reused")
     cache = p.add_mutually_exclusive_group()
