@@ -214,6 +214,7 @@ CASES: dict[str, tuple[bool, list[str], list[str]]] = {
     "gc experiment missing": (E, ["gc", "--keep-top", "3"], ["--experiment", "required"]),
     "gc experiment empty": (E, ["gc", "--experiment", "", "--keep-top", "3"], ["--experiment", "empty"]),
     "gc bare db path": (E, ["gc", "--experiment", "demo", "--keep-top", "3", URI, "mlflow.sqlite"], [URI, "sqlite:///"]),
+    "gc abbreviated keep-top": (LATE, ["gc", "--experiment", "demo", "--keep", "-1"], ["--keep-top", ">= 0"]),
     "gc experiment unknown": (LATE, ["gc", "--experiment", "dem", "--keep-top", "3", URI, "{store}"],
                               ["'dem'", "did you mean 'demo'"]),
     # --- server --------------------------------------------------------------------------------------
