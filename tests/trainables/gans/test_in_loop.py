@@ -162,3 +162,145 @@ def test_projection_discriminator_adds_the_class_embedding_times_the_summed_feat
     assert len(gaps) == 9 and max(gaps) < 1e-5
     # ... and the class term is large enough to matter: the same images score differently per class.
     assert float((gan.for_class(0).score(real[:8]) - gan.for_class(1).score(real[:8])).abs().max()) > 1e-3
+
+
+# --- E-GAN and DAE-GAN: the same options through the evolution loop ---
+
+from gantune.trainables.gans import daegan as daegan_module  # noqa: E402
+from gantune.trainables.gans import egan as egan_module  # noqa: E402
+
+EVOLUTION = dict(SMALL, mutations="minimax,heuristic")
+"""Per E-GAN step D is called on: real, fake (D step), eval real (fitness), fake (mutations' G
+losses), then once per child; DAE-GAN's D step is one mixup call, plus real and fake with LeCam/ADA."""
+
+
+def evolution_recorder(monkeypatch, family: str) -> Recorder:
+    if family == "egan":
+        return record_discriminator(monkeypatch, egan_module, "build_dcgan_pair")
+    return record_discriminator(monkeypatch, daegan_module, "build_daegan_pair")
+
+
+def lecam_reg(r: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """LeCam at step 1, where its anchors are the batch means themselves."""
+    return F.relu(r - f.mean()).pow(2).mean() + F.relu(r.mean() - f).pow(2).mean()
+
+
+def test_egan_trains_with_the_hinge_d_loss_and_lecam(monkeypatch, real):
+    """Mutations caught: E-GAN ignoring gan.loss or gan.lecam in its D step."""
+    recorder = evolution_recorder(monkeypatch, "egan")
+    gan = fit(GANConfig(**EVOLUTION, family="egan", loss="hinge", lecam=5.0), real)
+    r, f = recorder.outputs[0], recorder.outputs[1]
+    reg = lecam_reg(r, f)
+    assert reg > 1e-4
+    expected = F.relu(1 - r).mean() + F.relu(1 + f).mean() + 5.0 * reg
+    assert gan.history["loss_d"][0] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_daegan_adds_lecam_on_the_pure_real_and_fake_logits(monkeypatch, real):
+    """Mutation caught: DAE-GAN dropping LeCam from its mixup D loss. Until LeCam first bites
+    (at init this D may rank every fake above every real, where the regulariser is 0 with a 0
+    gradient) the run equals the plain one; at that step it differs by exactly lecam * R."""
+    cfg = GANConfig(**{**EVOLUTION, "steps": 4}, family="daegan", mixture_components=3)
+    plain = fit(cfg, real).history["loss_d"]  # same init, batches and lam: the mixup part
+    recorder = evolution_recorder(monkeypatch, "daegan")
+    with_lecam = fit(GANConfig(**{**cfg.to_dict(), "lecam": 5.0}), real).history["loss_d"]
+    anchor_real = anchor_fake = None
+    for step in range(4):
+        r, f = recorder.outputs[7 * step + 1], recorder.outputs[7 * step + 2]  # calls: mixup, real, fake, ...
+        anchor_real = r.mean() if anchor_real is None else 0.99 * anchor_real + 0.01 * r.mean()
+        anchor_fake = f.mean() if anchor_fake is None else 0.99 * anchor_fake + 0.01 * f.mean()
+        reg = float(F.relu(r - anchor_fake).pow(2).mean() + F.relu(anchor_real - f).pow(2).mean())
+        assert with_lecam[step] == pytest.approx(plain[step] + 5.0 * reg, rel=1e-5)
+        if reg > 1e-4:
+            return
+    pytest.fail("LeCam never bit in 4 steps; the test cannot see its weight")
+
+
+@pytest.mark.parametrize("family,real_call,per_step", [("egan", 0, 6), ("daegan", 1, 7)])
+def test_evolution_hands_the_ada_probability_to_the_discriminator(monkeypatch, real, family, real_call, per_step):
+    """Mutations caught: the evolution loop never moving D's augmentation probability, or
+    DiffAugment ignoring a p between 0 and 1 there."""
+    monkeypatch.setattr(efficient, "AdaptiveP", HeldP)
+    recorder = evolution_recorder(monkeypatch, family)
+    cfg = GANConfig(**{**EVOLUTION, "steps": 9}, family=family, diffaugment="brightness", ada_target=0.6)
+    gan = fit(cfg, real)
+    assert gan.history["ada_p"] == [0.5] * 9
+    assert len(recorder.inputs) == 9 * per_step
+    reals = recorder.inputs[real_call::per_step]
+    assert unaugmented(reals[0], real).all()  # step 1 ran at the initial p = 0
+    share = float(torch.cat([unaugmented(x, real) for x in reals[1:]]).double().mean())
+    assert 0.3 < share < 0.7, f"{share:.2f} of the real images went un-augmented at p = 0.5"
+
+
+@pytest.mark.parametrize("family", ["egan", "daegan"])
+def test_evolution_conditional_pair_sees_the_real_batch_labels(monkeypatch, real, family):
+    """Mutation caught: a conditional evolution run calling G or D without the labels."""
+    recorder = evolution_recorder(monkeypatch, family)
+    labels = torch.tensor([0, 1] * (len(real) // 2))
+    cfg = GANConfig(**EVOLUTION, family=family, conditional=True, mixture_components=3)
+    gan = fit(cfg, real, labels=labels, num_classes=2)
+    assert all(y is not None for y in recorder.labels)
+    assert set(torch.cat(recorder.labels).tolist()) == {0, 1}
+    assert gan.num_classes == 2
+    assert not torch.equal(gan.for_class(0).sample(4, seed=1), gan.for_class(1).sample(4, seed=1))
+    # the projection D: the same images get other logits under each class
+    d, x = gan.discriminator.eval(), real[:8]
+    with torch.no_grad():
+        gap = d(x, torch.zeros(8, dtype=torch.long)) - d(x, torch.ones(8, dtype=torch.long))
+    assert float(gap.abs().max()) > 1e-3
+
+
+def test_daegan_spectral_norm_bounds_every_discriminator_layer(real):
+    gan = fit(GANConfig(**EVOLUTION, family="daegan", spectral_norm=True), real)
+    layers = [m for m in gan.discriminator.modules() if hasattr(m, "parametrizations")]
+    assert len(layers) >= 8  # every conv (blocks and attention) and the head
+    for layer in layers:
+        w = layer.weight.detach()
+        sigma = torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2)
+        assert float(sigma) == pytest.approx(1.0, rel=0.05)
+
+
+def test_hinge_fitness_measures_the_hinge_d_loss_gradient():
+    """F_d of an E-GAN trained with the hinge loss is the gradient norm of that loss."""
+    torch.manual_seed(0)
+    d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    real_x, fake_x = torch.rand(5, 1, 2, 2), -torch.rand(5, 1, 2, 2)
+    real_grads = egan_module.d_loss_grads(d, real_x, 1.0, loss="hinge")
+    fit_ = egan_module.child_fitness(d, fake_x, real_grads, 1.0, loss="hinge")
+    hinge = F.relu(1 - d(real_x)).mean() + F.relu(1 + d(fake_x)).mean()
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in torch.autograd.grad(hinge, list(d.parameters()))))
+    assert fit_.diversity == pytest.approx(float(-torch.log(norm + egan_module.FD_EPS)), rel=1e-5)
+
+
+def test_egan_fitness_measures_the_d_loss_it_trains_with(monkeypatch, real):
+    """Mutation caught: an E-GAN trained with the hinge loss scoring F_d on the BCE loss. D is
+    snapshot at the fitness call on the eval batch; the logged F_d of step 1 must be the hinge F_d
+    of one of the children (and of none under BCE)."""
+    import copy
+
+    snapshots, original = [], egan_module.build_dcgan_pair
+    recorder = Recorder()
+
+    def build(*args, **kwargs):
+        generator, discriminator = original(*args, **kwargs)
+
+        def hook(module, args, output):
+            recorder.hook(module, args, output)
+            if len(recorder.inputs) == 3:  # step 1's third call: the fitness's eval real batch
+                snapshots.append(copy.deepcopy(module))
+
+        discriminator.register_forward_hook(hook)
+        return generator, discriminator
+
+    monkeypatch.setattr(egan_module, "build_dcgan_pair", build)
+    gan = fit(GANConfig(**{**EVOLUTION, "steps": 1}, family="egan", loss="hinge"), real)
+    d, eval_real = snapshots[0], recorder.inputs[2]
+    children = recorder.inputs[4:6]
+
+    def fd(loss: str, fake: torch.Tensor) -> float:
+        grads = egan_module.d_loss_grads(d, eval_real, 1.0, loss=loss)
+        return egan_module.child_fitness(d, fake, grads, 0.0, loss=loss).diversity
+
+    logged = gan.history["egan_fd"][0]
+    assert any(fd("hinge", c) == pytest.approx(logged, rel=1e-4) for c in children)
+    assert not any(fd("bce", c) == pytest.approx(logged, rel=1e-4) for c in children)
