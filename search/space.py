@@ -18,7 +18,14 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from gantune.trainables.config import SECTIONS, ConfigError, TrialConfig, check_key, unsafe_name
+from gantune.trainables.config import (
+    SECTIONS,
+    ConfigCombinationError,
+    ConfigError,
+    TrialConfig,
+    check_key,
+    unsafe_name,
+)
 from gantune.trainables.generative_metrics import GEN_METRIC_NAMES
 from gantune.trainables.metrics import trial_metric_names
 
@@ -166,6 +173,8 @@ def check(path: str, key: str, value: Any) -> None:
     try:
         check_key(key)
         TrialConfig.from_flat({key: value})
+    except ConfigCombinationError:
+        pass  # a rule with another key: check_baselines checks the fixed values together
     except (ValueError, TypeError) as exc:  # ConfigError, and dataclasses' own range checks
         raise SpaceError(f"{path}: {exc}") from exc
 

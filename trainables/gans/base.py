@@ -9,7 +9,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .efficient import parse_policy
 from ..loop import DivergedError, Report, RunningMeans, real_batches, report_due  # noqa: F401 - re-exported
+
+
+class CombinationError(ValueError):
+    """A rule between two keys (gan.ada_target needs gan.diffaugment): a space file's key alone
+    cannot break it, so it is checked on the space's fixed values together, not key by key."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,12 @@ class GANConfig:
         # Every family takes every data-efficient option but one: DAE-GAN's mixup D is trained
         # towards the soft target lam, which the hinge loss has no form for.
         if self.family == "daegan" and self.loss != "bce":
-            raise ValueError(f"'gan.loss' {self.loss!r} has no meaning for gan.family 'daegan': its mixup "
+            raise CombinationError(f"'gan.loss' {self.loss!r} has no meaning for gan.family 'daegan': its mixup "
                              "discriminator is trained towards a soft target (the mix coefficient), which only "
                              "the BCE loss takes; use 'bce'")
+        parse_policy(self.diffaugment)  # names 'gan.diffaugment' and the allowed ops
         if self.ada_target > 0 and not self.diffaugment:
-            raise ValueError("'gan.ada_target' adapts the DiffAugment probability: set 'gan.diffaugment' too")
+            raise CombinationError("'gan.ada_target' adapts the DiffAugment probability: set 'gan.diffaugment' too")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -304,3 +304,98 @@ def test_egan_fitness_measures_the_d_loss_it_trains_with(monkeypatch, real):
     logged = gan.history["egan_fd"][0]
     assert any(fd("hinge", c) == pytest.approx(logged, rel=1e-4) for c in children)
     assert not any(fd("bce", c) == pytest.approx(logged, rel=1e-4) for c in children)
+
+
+# --- SimGAN refiner: the same options on the local discriminator's per-location scores ---
+
+from gantune.trainables.gans import simgan as simgan_module  # noqa: E402
+from gantune.trainables.gans.simgan import RefinerConfig  # noqa: E402
+
+REFINE = dict(steps=1, pretrain_r_steps=0, pretrain_d_steps=9, batch_size=16, width=8, log_every=1, buffer_size=32)
+"""D pretraining first: each of its steps calls D on a real batch, then on a refined one."""
+
+
+def record_local_discriminator(monkeypatch) -> Recorder:
+    recorder, original = Recorder(), simgan_module.LocalDiscriminator
+
+    def build(*args, **kwargs):
+        discriminator = original(*args, **kwargs)
+        discriminator.register_forward_hook(recorder.hook)
+        return discriminator
+
+    monkeypatch.setattr(simgan_module, "LocalDiscriminator", build)
+    return recorder
+
+
+@pytest.fixture(scope="module")
+def synthetic(real):
+    return (torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.5
+
+
+def refine(cfg: RefinerConfig, synthetic: torch.Tensor, real: torch.Tensor):
+    return simgan_module.fit_refiner(cfg, synthetic, real, seed=0, device=CPU)
+
+
+def test_refiner_hinge_and_lecam_are_the_d_loss_it_reports(monkeypatch, real, synthetic):
+    """Mutations caught: the refiner's D ignoring refiner.loss 'hinge' or refiner.lecam."""
+    recorder = record_local_discriminator(monkeypatch)
+    trained = refine(RefinerConfig(**REFINE, loss="hinge", lecam=1e4), synthetic, real)
+    s_real, s_fake = (simgan_module.realness(recorder.outputs[i]) for i in (0, 1))
+    reg = lecam_reg(s_real, s_fake)
+    assert 1e4 * reg > 0.05  # D's scores start close together: a large weight makes the term visible
+    expected = F.relu(1 - s_real).mean() + F.relu(1 + s_fake).mean() + 1e4 * reg
+    assert trained.history["pretrain_loss_d"][0] == pytest.approx(float(expected), rel=1e-5)
+    bce = simgan_module.local_ce(recorder.outputs[0], 1) + simgan_module.local_ce(recorder.outputs[1], 0)
+    assert abs(float(expected - bce)) > 0.1
+
+
+def test_refiner_adversarial_hinge_loss_is_minus_the_mean_score(monkeypatch, real, synthetic):
+    recorder = record_local_discriminator(monkeypatch)
+    trained = refine(RefinerConfig(**{**REFINE, "pretrain_d_steps": 0}, loss="hinge"), synthetic, real)
+    first_r_call = simgan_module.realness(recorder.outputs[0])  # round 1: two refiner steps, then D
+    second_r_call = simgan_module.realness(recorder.outputs[1])
+    expected = -(first_r_call.mean() + second_r_call.mean()) / 2
+    assert trained.history["loss_r_adv"][0] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_refiner_hands_the_ada_probability_to_its_discriminator(monkeypatch, real, synthetic):
+    """Mutation caught: the refiner's ADA p never reaching the D it trains through."""
+    monkeypatch.setattr(efficient, "AdaptiveP", HeldP)
+    recorder = record_local_discriminator(monkeypatch)
+    trained = refine(RefinerConfig(**REFINE, diffaugment="brightness", ada_target=0.6), synthetic, real)
+    reals = recorder.inputs[0:18:2]
+    assert unaugmented(reals[0], real).all()
+    share = float(torch.cat([unaugmented(x, real) for x in reals[1:]]).double().mean())
+    assert 0.3 < share < 0.7, f"{share:.2f} of the real images went un-augmented at p = 0.5"
+    assert trained.history["ada_p"] == [0.5]
+
+
+def test_refiner_spectral_norm_and_ema(real, synthetic):
+    plain = refine(RefinerConfig(**REFINE), synthetic, real)
+    trained = refine(RefinerConfig(**REFINE, spectral_norm=True, ema=0.5), synthetic, real)
+    layers = [m for m in trained.discriminator.modules() if hasattr(m, "parametrizations")]
+    assert len(layers) == 8  # every convolution: 2 strided, 2 per residual block (2), 2 1x1
+    for layer in layers:
+        w = layer.weight.detach()
+        assert float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2)) == pytest.approx(1.0, rel=0.05)
+    assert all(not p.requires_grad for p in trained.refiner.parameters())  # the EMA copy refines
+    assert not torch.equal(trained.refine(synthetic[:4]), plain.refine(synthetic[:4]))
+
+
+def test_refiner_options_round_trip_through_the_checkpoint(real, synthetic, tmp_path):
+    from gantune.trainables.gans import load_refiners
+
+    trained = refine(RefinerConfig(**REFINE, spectral_norm=True, ema=0.5, loss="hinge"), synthetic, real)
+    torch.save({"refiners": {"0": trained.state()}}, tmp_path / "g.pt")
+    loaded = load_refiners(str(tmp_path / "g.pt"))[0]
+    assert torch.equal(loaded.refine(synthetic[:4]), trained.refine(synthetic[:4]))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"loss": "wgan"}, "'refiner.loss' must be 'bce' or 'hinge'"),
+    ({"ada_target": 0.6}, "'refiner.ada_target' .* set 'refiner.diffaugment'"),
+    ({"diffaugment": "rotate"}, "'refiner.diffaugment' ops"),
+])
+def test_refiner_refuses_bad_options_naming_the_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RefinerConfig(**kwargs)
