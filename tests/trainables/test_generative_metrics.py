@@ -174,9 +174,10 @@ def test_cache_builds_once_per_fold_and_metrics_are_flat_floats():
     assert copies["gen_precision"] == 1.0 and copies["gen_coverage"] == 1.0
     # cdist's matrix-product path leaves ~1e-7 of rounding on identical images
     assert copies["gen_memorisation_ratio"] == pytest.approx(0.0, abs=1e-5)
-    assert copies["gen_memorisation_fraction"] == 1.0
+    assert copies["gen_memorisation_fraction"] == 1.0 and copies["gen_memorized"] == 1.0
     fresh = generative_metrics(ref, torch.rand(25, 1, 28, 28) * 2 - 1)
     assert fresh["gen_memorisation_ratio"] > 0.8 and fresh["gen_memorisation_fraction"] < 0.3
+    assert fresh["gen_memorized"] == fresh["gen_memorisation_fraction"]
     assert all(np.isfinite(v) for v in fresh.values())
 
 
@@ -227,7 +228,7 @@ def test_tstr_auc_scores_the_synthetic_only_classifier_on_the_real_images():
     assert np.isnan(missing) and len(fitted) == 1  # no classifier for a one-class synthetic set
 
 
-def test_trial_logs_the_headline_generative_metrics_per_fold(small_pool):
+def test_trial_logs_the_headline_generative_metrics_per_fold(small_pool, monkeypatch):
     """gen_fd_ratio, gen_tstr_auc and gen_memorized on every fold and in the trial's means, and
     the TSTR classifier sees the synthetic images only."""
     from gantune.trainables import trial
@@ -239,8 +240,19 @@ def test_trial_logs_the_headline_generative_metrics_per_fold(small_pool):
             "synth.ratio": 1.0, "synth.gen_metrics": True}
     cfg = TrialConfig.from_flat(fast)
     data = DataSplits(pool=small_pool, test=small_pool.subset(np.arange(4)))
+    fits, fit_classifier = [], trial.fit_classifier
+
+    def spy(cfg, x, y, val_x, val_y, *args, **kwargs):
+        fits.append((x, val_x))
+        return fit_classifier(cfg, x, y, val_x, val_y, *args, **kwargs)
+
+    monkeypatch.setattr(trial, "fit_classifier", spy)
     results = []
     means = trial.run_trial(cfg, data, torch.device("cpu"), on_fold=results.append)
+    ids = lambda images: {img.numpy().tobytes() for img in images}  # noqa: E731
+    synthetic = set().union(*(ids(r.synthetic.images) for r in results))
+    tstr = [(x, v) for x, v in fits if ids(x) <= synthetic]
+    assert len(tstr) == 2 and all(ids(v) <= synthetic for _, v in tstr)  # early-stopped on synthetic too
     for r in results:
         assert {"gen_fd_ratio", "gen_tstr_auc", "gen_memorized"} <= r.gen_metrics.keys()
         assert all(np.isfinite(r.gen_metrics[k]) for k in ("gen_fd_ratio", "gen_tstr_auc", "gen_memorized"))
