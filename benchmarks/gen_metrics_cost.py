@@ -24,15 +24,25 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-def measure(space_path: str, overrides: dict, fold_index: int = 0) -> dict:
+def space_config(space_path: str, overrides: dict) -> TrialConfig:
+    """A space's fixed values, its searched keys at their neutral value, then `overrides`."""
     space = load_space(space_path)
     point = {key: neutral_value(domain) for key, domain in space.domains.items()}
-    cfg = TrialConfig.from_flat({**space.fixed, **point, **overrides, "synth.gen_metrics": True})
+    return TrialConfig.from_flat({**space.fixed, **point, **overrides})
+
+
+def fold_data(cfg: TrialConfig, fold_index: int, device: torch.device) -> tuple[ImageDataset, trial.Fold]:
+    """The enhanced pool on `device` and one fold of the trial's split, as run_trial prepares them."""
     data = load_medmnist_npz(cfg.data.path)
-    device = torch.device("cpu")
     pool = data.pool.to(device)
     pool = ImageDataset(enhance(pool.images, cfg.enhance), pool.labels, pool.class_names, pool.source)
-    fold = trial.trial_folds(cfg, data)[fold_index]
+    return pool, trial.trial_folds(cfg, data)[fold_index]
+
+
+def measure(space_path: str, overrides: dict, fold_index: int = 0) -> dict:
+    cfg = space_config(space_path, {**overrides, "synth.gen_metrics": True})
+    device = torch.device("cpu")
+    pool, fold = fold_data(cfg, fold_index, device)
     gan_seconds, make_synthetic = [0.0], trial.make_synthetic
 
     def timed_make_synthetic(*args, **kwargs):  # the GAN part of the fold: what a cache hit skips
