@@ -11,6 +11,7 @@ from typing import Any
 
 from gantune.trainables import outcome
 from gantune.trainables.config import TrialConfig
+from gantune.trainables.generative_metrics import GEN_HEADLINE_NAMES
 from gantune.trainables.metrics import METRIC_NAMES
 
 
@@ -89,6 +90,13 @@ def gan_cache_line(rows: list[dict]) -> str:
             f"{t['gan_cache_hits']:.0f} reused from the generator cache")
 
 
+def gen_columns(space) -> list[str]:
+    """The headline generative metrics (gen_fd_ratio, gen_tstr_auc, gen_memorized) when the
+    space's trials log them, less any the search already shows as an objective."""
+    shown = {space.search.metric, *space.search.objectives}
+    return [k for k in GEN_HEADLINE_NAMES if k not in shown] if space.logs_gen_metrics() else []
+
+
 def leaderboard_rows(result_grid, space) -> list[dict]:
     """One row per trial, best first, with its delta against each baseline of the search and
     against the better of them."""
@@ -104,6 +112,7 @@ def leaderboard_rows(result_grid, space) -> list[dict]:
             metric: float(value) if value is not None else float("nan"),
             **({f"{metric}_min_fold": float(m.get(f"{metric}_min_fold", float("nan")))} if fold_spread(metric) else {}),
             **{k: float(m.get(k, float("nan"))) for k in space.search.objectives[1:]},  # multi-objective
+            **{k: float(m.get(k, float("nan"))) for k in gen_columns(space)},  # nan for baselines
             "baseline": space.baseline_of(result.config) or "",
             "folds_done": m.get("folds_done", 0),
             "outcome": trial_outcome(bool(result.error), m, total_folds),
@@ -139,6 +148,7 @@ def leaderboard_columns(space) -> list[str]:
         metric,
         *spread,
         *space.search.objectives[1:],
+        *gen_columns(space),
         *deltas,
         *lcb,
         "baseline",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 from gantune.trainables.config import (
     MAPPING_KEYS,
     SECTIONS,
+    ConfigCombinationError,
     ConfigError,
     TrialConfig,
     check_key,
@@ -171,6 +172,10 @@ class Space:
         """The baseline a trial with these searched values is ('real_only', 'classic_aug') or None."""
         return TrialConfig.from_flat({**self.fixed, **params}).baseline_name()
 
+    def logs_gen_metrics(self) -> bool:
+        """Whether trials report the generative metrics (synth.gen_metrics fixed on, or searched)."""
+        return self.fixed.get("synth.gen_metrics") is True or "synth.gen_metrics" in self.domains
+
     def resolved(self) -> dict[str, Any]:
         """Everything a trial will see, for printing and logging: fixed values and domains."""
         return {
@@ -188,6 +193,8 @@ def check(path: str, key: str, value: Any) -> None:
     try:
         check_key(key)
         TrialConfig.from_flat({key: value})
+    except ConfigCombinationError:
+        pass  # a rule with another key: check_baselines checks the fixed values together
     except (ValueError, TypeError) as exc:  # ConfigError, and dataclasses' own range checks
         raise SpaceError(f"{path}: {exc}") from exc
 
@@ -405,8 +412,7 @@ def check_baselines(space: Space) -> None:
 def check_metrics(space: Space) -> None:
     """'search.metric' (and every objective) must be something trials report: a typo such as
     'val_aucc' would otherwise end the search after the first fold with a Ray TuneError."""
-    gen_on = space.fixed.get("synth.gen_metrics") is True or "synth.gen_metrics" in space.domains
-    valid = trial_metric_names() + (GEN_METRIC_NAMES if gen_on else ())
+    valid = trial_metric_names() + (GEN_METRIC_NAMES if space.logs_gen_metrics() else ())
     for key, names in (("search.metric", [space.search.metric]), ("search.objectives", space.search.objectives)):
         for name in names:
             if name in valid:

@@ -16,13 +16,18 @@ from .classifiers import ClassifierConfig
 from .data.augment import AugmentConfig
 from .data.enhance import EnhanceConfig
 from .data.preprocess import PreprocessConfig
-from .gans.base import GANConfig
+from .gans.base import CombinationError, GANConfig
 from .gans.simgan import RefinerConfig
 from .runtime import RuntimeConfig
 
 
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names the key."""
+
+
+class ConfigCombinationError(ConfigError):
+    """A value that breaks a rule with another key (gans.base.CombinationError): not an error of
+    one key alone; checked on a space's fixed values together."""
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,9 @@ FIELD_RANGES: dict[str, Range] = {
     "refiner.batch_size": COUNT,
     "refiner.width": COUNT,
     "refiner.log_every": COUNT,
+    "refiner.ada_target": Range(0, 1, high_open=True),
+    "refiner.ema": Range(0, 1, high_open=True),
+    "refiner.lecam": at_least(0),
     # enhance
     "enhance.sigma_space": POSITIVE,
     "enhance.sigma_color": POSITIVE,
@@ -462,6 +470,7 @@ def registry_choices() -> dict[str, set[str]]:
         "synth.use": {"mix", "pretrain", "mix+pretrain"},
         "synth.select": {"none", "confidence", "confidence+feature"},
         "gan.loss": {"bce", "hinge"},
+        "refiner.loss": {"bce", "hinge"},
     }
 
 
@@ -489,6 +498,8 @@ def make_section(section: str, values: dict[str, Any]):
             raise ConfigError(f"'{key}' must be one of {sorted(choices[key])}, got {value!r}")
     try:
         return cls(**coerced)
+    except CombinationError as exc:
+        raise ConfigCombinationError(f"'{section}': {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"'{section}': {exc}") from exc
 

@@ -12,6 +12,12 @@
   synthetic images closer than the 5th percentile of the real-validation distances (~0.05 for an
   honest generator, 1 for copies). Pixel space, because a copy is a pixel-level fact and a
   classifier's features are built to be invariant to what makes two images different.
+- The three a reader reads first: `gen_fd_ratio`, the synthetic FD divided by the FD of the fold's
+  real validation images against the same training images (1 = as close as fresh real images; the
+  synthetic side is a random subset of the validation set's size, since FD's estimate grows as the
+  sample shrinks); `gen_tstr_auc`, train on synthetic, test on real: the AUC on the fold's real
+  validation images of a classifier (the trial's classifier config) trained on synthetic images
+  only; `gen_memorized`, the memorisation fraction above.
 
 Our choices where the papers are vague: the real side of FD/PRDC is the fold's training images
 (what the GAN was fitted to, and more samples than the validation set for the covariance);
@@ -34,8 +40,10 @@ from torch import nn
 
 GEN_METRIC_NAMES = (
     "gen_fd_classifier", "gen_precision", "gen_recall", "gen_density", "gen_coverage",
-    "gen_memorisation_ratio", "gen_memorisation_fraction",
+    "gen_memorisation_ratio", "gen_memorisation_fraction", "gen_fd_ratio", "gen_memorized", "gen_tstr_auc",
 )
+GEN_HEADLINE_NAMES = ("gen_fd_ratio", "gen_tstr_auc", "gen_memorized")
+"""The generative metrics the leaderboard shows."""
 
 
 # --- Features ---------------------------------------------------------------------------------
@@ -212,6 +220,11 @@ class RealReference:
     """(N, C, H, W) real training images, for the nearest-neighbour distances."""
     val_distances: torch.Tensor
     """(V,) nearest-real-training-image distance of each real validation image."""
+    val_fd: float = float("nan")
+    """FD of the real validation images' features against the training images' fit: the floor
+    `gen_fd_ratio` divides by."""
+    val_count: int = 0
+    """Real validation images: the synthetic FD of `gen_fd_ratio` is taken on this many."""
     cfg: GenMetricsConfig = field(default_factory=GenMetricsConfig)
 
 
@@ -232,6 +245,7 @@ def build_real_reference(
 ) -> RealReference:
     feats = features(model, real_train)
     mean, cov = gaussian_fit(feats)
+    val_fd = frechet_distance(mean, cov, *gaussian_fit(features(model, real_val)))
     return RealReference(
         fold_index=fold_index,
         fingerprint=fingerprint(real_train, real_val),
@@ -242,6 +256,8 @@ def build_real_reference(
         radii=knn_radii(feats, cfg.k),
         train_images=real_train,
         val_distances=nearest_distances(real_val, real_train),
+        val_fd=val_fd,
+        val_count=len(real_val),
         cfg=cfg,
     )
 
@@ -272,9 +288,34 @@ class RealReferenceCache:
         return ref
 
 
+def fd_ratio(ref: RealReference, fake_features: torch.Tensor, seed: int = 0) -> float:
+    """FD of `ref.val_count` synthetic features (a seeded random subset; all when fewer) against
+    the training fit, divided by the real validation images' FD (`ref.val_fd`)."""
+    n = min(len(fake_features), ref.val_count)
+    if n < 2 or not ref.val_fd > 0:
+        return float("nan")
+    pick = torch.randperm(len(fake_features), generator=torch.Generator().manual_seed(seed))[:n]
+    return frechet_distance(ref.mean, ref.cov, *gaussian_fit(fake_features[pick.to(fake_features.device)])) / ref.val_fd
+
+
+def tstr_auc(fit: Callable[[torch.Tensor, torch.Tensor], nn.Module],
+             predict: Callable[[nn.Module, torch.Tensor], torch.Tensor], synthetic: torch.Tensor,
+             synthetic_labels: torch.Tensor, val_images: torch.Tensor, val_labels: torch.Tensor,
+             num_classes: int, positive: int) -> float:
+    """Train on synthetic, test on real: `fit(synthetic, labels)` -> a classifier whose AUC on the
+    real validation images is returned; NaN when the synthetic images miss a class (synth.classes
+    'minority'), since a classifier that never saw a class cannot rank it."""
+    from .metrics import classification_metrics
+
+    if len(torch.unique(synthetic_labels)) < num_classes:
+        return float("nan")
+    proba = predict(fit(synthetic, synthetic_labels), val_images).cpu().numpy()
+    return classification_metrics(val_labels.cpu().numpy(), proba, positive=positive)["auc"]
+
+
 def generative_metrics(ref: RealReference, synthetic: torch.Tensor) -> dict[str, float]:
     """Synthetic images (M, C, H, W) of the fold against its real reference -> the flat floats
-    named in GEN_METRIC_NAMES."""
+    named in GEN_METRIC_NAMES but gen_tstr_auc (which trains a classifier: `tstr_auc`)."""
     fake = features(ref.model, synthetic)
     pr = prdc(ref.features, fake, ref.cfg.k, real_radii=ref.radii)
     mem = memorisation_from_distances(
@@ -288,4 +329,6 @@ def generative_metrics(ref: RealReference, synthetic: torch.Tensor) -> dict[str,
         "gen_coverage": pr["coverage"],
         "gen_memorisation_ratio": mem["ratio"],
         "gen_memorisation_fraction": mem["fraction"],
+        "gen_fd_ratio": fd_ratio(ref, fake),
+        "gen_memorized": mem["fraction"],
     }

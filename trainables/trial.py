@@ -25,7 +25,7 @@ from .data.folds import Fold, make_folds
 from .gans import FILTERS, GANS, REFINERS, TrainedGAN, TrainedRefiner
 from .gans.cache import CacheStats, GeneratorCache, cached_fit
 from .loop import Report
-from .generative_metrics import RealReferenceCache, generative_metrics
+from .generative_metrics import RealReferenceCache, generative_metrics, tstr_auc
 from .metrics import METRIC_NAMES, classification_metrics
 from .synth_use import Scorer, fit_scorer, select
 
@@ -277,19 +277,29 @@ def run_fold(
         metrics["synth_accept_rate"] = synthetic.accept_rate
     result = FoldResult(fold.index, metrics, labels, proba, synthetic, counts, gan_stats=synthetic.cache.as_metrics())
     if references is not None and synthetic.images is not None:
-        result.gen_metrics = fold_generative_metrics(cfg, references, fold.index, train, val, synthetic.images, seed)
+        result.gen_metrics = fold_generative_metrics(cfg, references, fold.index, train, val, synthetic, seed)
     return result
 
 
-def fold_generative_metrics(cfg, references, fold_index, train, val, synthetic_images, seed) -> dict[str, float]:
-    """Synthetic vs real in the feature space of a classifier trained on the fold's real images only."""
+def fold_generative_metrics(cfg, references, fold_index, train, val, synthetic: Synthetic, seed) -> dict[str, float]:
+    """Synthetic vs real in the feature space of a classifier trained on the fold's real images
+    only, and train-on-synthetic / test-on-real: a classifier on the synthetic images alone,
+    early-stopped on a fifth of them held out (never on the real validation images it is scored on)."""
 
     def real_only_classifier() -> nn.Module:
         return fit_classifier(cfg.classifier, train.images, train.labels, val.images, val.labels, train.num_classes,
                               seed=seed)
 
+    def synthetic_only_classifier(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+        held, kept = order[: len(x) // 5], order[len(x) // 5:]
+        return fit_classifier(cfg.classifier, x[kept], y[kept], x[held], y[held], train.num_classes, seed=seed)
+
     reference = references.get(fold_index, train.images, val.images, real_only_classifier)
-    return generative_metrics(reference, synthetic_images)
+    metrics = generative_metrics(reference, synthetic.images)
+    metrics["gen_tstr_auc"] = tstr_auc(synthetic_only_classifier, predict_proba, synthetic.images, synthetic.labels,
+                                       val.images, val.labels, train.num_classes, cfg.data.positive_class)
+    return metrics
 
 
 def trial_folds(cfg: TrialConfig, data: DataSplits) -> list[Fold]:

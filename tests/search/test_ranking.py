@@ -63,3 +63,19 @@ def test_rank_by_is_validated(tmp_path):
     with pytest.raises(SpaceError, match="add real_only to 'search.baselines'"):
         space(tmp_path, rank_by="paired_lcb", baselines=["classic_aug"])
     assert space(tmp_path, rank_by="paired_lcb").resolved()["search"]["rank_by"] == "paired_lcb"
+
+
+def test_leaderboard_shows_the_headline_generative_metrics_when_trials_log_them(tmp_path):
+    plain = space(tmp_path)
+    assert not {"gen_fd_ratio", "gen_tstr_auc", "gen_memorized"} & set(leaderboard_columns(plain))
+    doc = yaml.safe_load((tmp_path / "space.yaml").read_text())
+    doc["synth"]["gen_metrics"] = True
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(doc))
+    with_gen = load_space(tmp_path / "space.yaml")
+    columns = leaderboard_columns(with_gen)
+    assert columns[columns.index("val_auc_min_fold") + 1:][:3] == ["gen_fd_ratio", "gen_tstr_auc", "gen_memorized"]
+    gan = TrialResult({**trial("gan", [0.9] * 3).metrics, "gen_fd_ratio": 1.7, "gen_tstr_auc": 0.81,
+                       "gen_memorized": 0.02}, {"synth.ratio": 1.0}, False)
+    rows = {r["trial_id"]: r for r in leaderboard_rows([gan, RESULTS[0]], with_gen)}
+    assert (rows["gan"]["gen_fd_ratio"], rows["gan"]["gen_tstr_auc"], rows["gan"]["gen_memorized"]) == (1.7, 0.81, 0.02)
+    assert math.isnan(rows["base"]["gen_tstr_auc"])  # a baseline draws no synthetic image

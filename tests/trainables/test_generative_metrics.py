@@ -168,12 +168,93 @@ def test_cache_builds_once_per_fold_and_metrics_are_flat_floats():
     assert len(built) == 3 and cache.builds == 3
 
     copies = generative_metrics(ref, train)
-    assert tuple(copies) == GEN_METRIC_NAMES and all(isinstance(v, float) for v in copies.values())
+    assert set(copies) == set(GEN_METRIC_NAMES) - {"gen_tstr_auc"}  # the one that trains a classifier
+    assert all(isinstance(v, float) for v in copies.values())
     assert copies["gen_fd_classifier"] == pytest.approx(0.0, abs=1e-5)
     assert copies["gen_precision"] == 1.0 and copies["gen_coverage"] == 1.0
     # cdist's matrix-product path leaves ~1e-7 of rounding on identical images
     assert copies["gen_memorisation_ratio"] == pytest.approx(0.0, abs=1e-5)
-    assert copies["gen_memorisation_fraction"] == 1.0
+    assert copies["gen_memorisation_fraction"] == 1.0 and copies["gen_memorized"] == 1.0
     fresh = generative_metrics(ref, torch.rand(25, 1, 28, 28) * 2 - 1)
     assert fresh["gen_memorisation_ratio"] > 0.8 and fresh["gen_memorisation_fraction"] < 0.3
+    assert fresh["gen_memorized"] == fresh["gen_memorisation_fraction"]
     assert all(np.isfinite(v) for v in fresh.values())
+
+
+# --- The headline metrics: FD ratio, TSTR, memorised share -------------------------------------
+
+
+def test_fd_ratio_is_the_synthetic_fd_over_the_real_validation_fd_by_scipy():
+    """gen_fd_ratio against the plain formula (scipy sqrtm) on the same features: the synthetic
+    side a seeded subset of the validation set's size."""
+    from gantune.trainables.generative_metrics import build_real_reference
+
+    torch.manual_seed(0)
+    model = SmallCNN(1, 2, 28, width=0.0625)
+    train, val = torch.rand(120, 1, 28, 28) * 2 - 1, torch.rand(50, 1, 28, 28) * 2 - 1
+    fake = (torch.rand(90, 1, 28, 28) * 2 - 1) * 0.5 + 0.3
+    ref = build_real_reference(model, 0, train, val, GenMetricsConfig(k=3))
+    f_train, f_val, f_fake = (features(model, x).double().numpy() for x in (train, val, fake))
+    pick = torch.randperm(90, generator=torch.Generator().manual_seed(0))[:50].numpy()
+    expected = reference_fd(f_fake[pick], f_train) / reference_fd(f_val, f_train)
+    got = generative_metrics(ref, fake)["gen_fd_ratio"]
+    assert got == pytest.approx(expected, rel=1e-3)
+    assert got > 3  # other images are far from the floor ...
+    fresh = generative_metrics(ref, torch.rand(90, 1, 28, 28) * 2 - 1)["gen_fd_ratio"]
+    assert 0.5 < fresh < 2  # ... fresh images of the same distribution are at it
+
+
+def test_tstr_auc_scores_the_synthetic_only_classifier_on_the_real_images():
+    from sklearn.metrics import roc_auc_score
+
+    from gantune.trainables.generative_metrics import tstr_auc
+
+    synthetic, labels = torch.zeros(6, 1, 4, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    val_images, val_labels = torch.arange(8.0).view(8, 1, 1, 1), torch.tensor([1, 1, 0, 1, 0, 0, 1, 0])
+    fitted = []
+
+    def fit(x, y):
+        fitted.append((x, y))
+        return "model"
+
+    def predict(model, images):  # a fixed ranking: P(class 0) grows with the image value
+        p0 = images.flatten() / 8
+        return torch.stack([p0, 1 - p0], dim=1)
+
+    auc = tstr_auc(fit, predict, synthetic, labels, val_images, val_labels, num_classes=2, positive=0)
+    assert fitted[0][0] is synthetic and fitted[0][1] is labels  # trained on synthetic images only
+    assert auc == pytest.approx(roc_auc_score(val_labels.numpy() == 0, (val_images.flatten() / 8).numpy()))
+    missing = tstr_auc(fit, predict, synthetic, torch.zeros(6, dtype=torch.long), val_images, val_labels, 2, 0)
+    assert np.isnan(missing) and len(fitted) == 1  # no classifier for a one-class synthetic set
+
+
+def test_trial_logs_the_headline_generative_metrics_per_fold(small_pool, monkeypatch):
+    """gen_fd_ratio, gen_tstr_auc and gen_memorized on every fold and in the trial's means, and
+    the TSTR classifier sees the synthetic images only."""
+    from gantune.trainables import trial
+    from gantune.trainables.config import TrialConfig
+    from gantune.trainables.data.datasets import DataSplits
+
+    fast = {"data.folds": 2, "data.positive_class": 0, "gan.steps": 2, "gan.width": 16, "gan.latent_dim": 8,
+            "gan.batch_size": 8, "classifier.steps": 4, "classifier.eval_every": 2, "classifier.width": 0.05,
+            "synth.ratio": 1.0, "synth.gen_metrics": True}
+    cfg = TrialConfig.from_flat(fast)
+    data = DataSplits(pool=small_pool, test=small_pool.subset(np.arange(4)))
+    fits, fit_classifier = [], trial.fit_classifier
+
+    def spy(cfg, x, y, val_x, val_y, *args, **kwargs):
+        fits.append((x, val_x))
+        return fit_classifier(cfg, x, y, val_x, val_y, *args, **kwargs)
+
+    monkeypatch.setattr(trial, "fit_classifier", spy)
+    results = []
+    means = trial.run_trial(cfg, data, torch.device("cpu"), on_fold=results.append)
+    ids = lambda images: {img.numpy().tobytes() for img in images}  # noqa: E731
+    synthetic = set().union(*(ids(r.synthetic.images) for r in results))
+    tstr = [(x, v) for x, v in fits if ids(x) <= synthetic]
+    assert len(tstr) == 2 and all(ids(v) <= synthetic for _, v in tstr)  # early-stopped on synthetic too
+    for r in results:
+        assert {"gen_fd_ratio", "gen_tstr_auc", "gen_memorized"} <= r.gen_metrics.keys()
+        assert all(np.isfinite(r.gen_metrics[k]) for k in ("gen_fd_ratio", "gen_tstr_auc", "gen_memorized"))
+        assert 0 <= r.gen_metrics["gen_tstr_auc"] <= 1 and r.gen_metrics["gen_fd_ratio"] > 0
+    assert means["gen_tstr_auc"] == pytest.approx(np.mean([r.gen_metrics["gen_tstr_auc"] for r in results]))

@@ -55,7 +55,8 @@ def generator_checkpoint(
 def restore_refiner(state: dict, device: torch.device) -> TrainedRefiner:
     cfg = RefinerConfig(**state["config"])
     channels = state["refiner"]["body.0.weight"].shape[1]  # first conv: (width, C, 3, 3)
-    refiner, discriminator = Refiner(channels, cfg.width).to(device), LocalDiscriminator(channels, cfg.width).to(device)
+    refiner = Refiner(channels, cfg.width).to(device)
+    discriminator = LocalDiscriminator(channels, cfg.width, cfg.spectral_norm).to(device)
     refiner.load_state_dict(state["refiner"])
     discriminator.load_state_dict(state["discriminator"])
     return TrainedRefiner(cfg, refiner, discriminator)

@@ -9,7 +9,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .efficient import parse_policy
 from ..loop import DivergedError, Report, RunningMeans, real_batches, report_due  # noqa: F401 - re-exported
+
+
+class CombinationError(ValueError):
+    """A rule between two keys (gan.ada_target needs gan.diffaugment): a space file's key alone
+    cannot break it, so it is checked on the space's fixed values together, not key by key."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class GANConfig:
     """Report the running losses every this many steps."""
     conditional: bool = False
     """One class-conditional GAN on all classes of the fold's training images (class embedding in
-    G, projection D) instead of one GAN per class; DCGAN and E-GAN."""
+    G, projection D) instead of one GAN per class; every family."""
     diffaugment: str = ""
     """DiffAugment ops applied to every image D sees, real and fake, in the D and the G step
     (comma-separated, from 'translation,cutout,brightness,contrast'); '' = off."""
@@ -52,9 +58,10 @@ class GANConfig:
     """ADA-style adaptive DiffAugment probability: p moves toward keeping E[sign D(real)] at this
     target (StyleGAN2-ADA: 0.6), in (0, 1); 0 = fixed p = 1 (plain DiffAugment)."""
     spectral_norm: bool = False
-    """Spectral normalisation on every discriminator layer (and no BatchNorm in D); DCGAN / E-GAN."""
+    """Spectral normalisation on every discriminator layer (and no BatchNorm in D); every family."""
     loss: str = "bce"
-    """DCGAN: 'bce' (the paper's non-saturating loss) or 'hinge'."""
+    """'bce' (the paper's non-saturating loss) or 'hinge'; DCGAN and E-GAN (whose F_d then measures
+    the hinge D loss; add the 'hinge' mutation for the matching G loss). DAE-GAN: 'bce' only."""
     ema: float = 0.0
     """Decay of an EMA of the generator's weights used for sampling and the registry (typical
     0.999); 0 = sample the last generator."""
@@ -62,17 +69,15 @@ class GANConfig:
     """Weight of LeCam regularisation in the D loss (Tseng et al.: 0.3, EMA decay 0.99); 0 = off."""
 
     def __post_init__(self) -> None:
-        # E-GAN and DAE-GAN take DiffAugment, spectral norm and the EMA generator; the options
-        # below change the D loss or the networks' inputs, which only the DCGAN loop implements.
-        dcgan_only = {"conditional": self.conditional, "ada_target": self.ada_target > 0,
-                      "loss": self.loss != "bce", "lecam": self.lecam > 0}
-        used = [k for k, on in dcgan_only.items() if on]
-        if used and self.family != "dcgan":
-            raise ValueError(f"'gan.{used[0]}' is implemented for gan.family 'dcgan' only, got family {self.family!r}")
+        # Every family takes every data-efficient option but one: DAE-GAN's mixup D is trained
+        # towards the soft target lam, which the hinge loss has no form for.
+        if self.family == "daegan" and self.loss != "bce":
+            raise CombinationError(f"'gan.loss' {self.loss!r} has no meaning for gan.family 'daegan': its mixup "
+                             "discriminator is trained towards a soft target (the mix coefficient), which only "
+                             "the BCE loss takes; use 'bce'")
+        parse_policy(self.diffaugment)  # names 'gan.diffaugment' and the allowed ops
         if self.ada_target > 0 and not self.diffaugment:
-            raise ValueError("'gan.ada_target' adapts the DiffAugment probability: set 'gan.diffaugment' too")
-        if self.family == "daegan" and self.spectral_norm:
-            raise ValueError("'gan.spectral_norm' is implemented for the DCGAN networks (dcgan, egan), not daegan")
+            raise CombinationError("'gan.ada_target' adapts the DiffAugment probability: set 'gan.diffaugment' too")
 
     def to_dict(self) -> dict:
         return asdict(self)

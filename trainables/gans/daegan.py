@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.nn.utils.parametrizations import spectral_norm
+
 from .base import GANConfig, LatentSampler, Report, TrainedGAN, normal_latent
-from .egan import fit_evolutionary
+from .efficient import LeCam
+from .egan import DiscriminatorLoss, fit_evolutionary
 from .nets import upsampling_plan
 
 # --- Mixup discriminator loss ---
@@ -62,12 +65,34 @@ def mixup_d_loss(alpha: float):
 
     sampler: LamSampler | None = None
 
-    def loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator):
+    def loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator,
+             *cond: torch.Tensor):
         nonlocal sampler
         if sampler is None or sampler.rng is not rng:
             sampler = LamSampler(alpha, rng)
         x_mix, target = mixup_batch(real, fake, sampler(len(real)))
-        return F.binary_cross_entropy_with_logits(discriminator(x_mix), target)
+        return F.binary_cross_entropy_with_logits(discriminator(x_mix, *cond), target)  # a pair shares its class
+
+    return loss
+
+
+def daegan_d_loss(cfg: GANConfig) -> DiscriminatorLoss:
+    """The loop's D loss: mixup, plus gan.lecam * LeCam on D's logits for the pure real and fake
+    images. The mixup D never sees those otherwise, so with LeCam or ADA (whose p follows the sign
+    of D on real images) it takes two more D passes per step; without them, none."""
+    mixup = mixup_d_loss(cfg.alpha)
+    lecam = LeCam() if cfg.lecam > 0 else None
+    needs_pure = lecam is not None or cfg.ada_target > 0
+
+    def loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator,
+             *cond: torch.Tensor):
+        value = mixup(discriminator, real, fake, rng, *cond)
+        if not needs_pure:
+            return value, None
+        real_logits, fake_logits = discriminator(real, *cond), discriminator(fake, *cond)
+        if lecam is not None:
+            value = value + cfg.lecam * lecam(real_logits, fake_logits)
+        return value, real_logits
 
     return loss
 
@@ -239,11 +264,13 @@ class ResidualSAGenerator(nn.Module):
     """z -> fully connected -> (C0, s0, s0) -> residual blocks with self-attention -> BN-ReLU ->
     conv3x3 -> tanh."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64) -> None:
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, num_classes: int = 0) -> None:
         super().__init__()
         plan = residual_plan(size, width)
         self.start, widths = plan.start, plan.g_channels
-        self.project = nn.Linear(latent_dim, widths[0] * self.start**2)
+        # Class-conditional: a learned class embedding concatenated to z, as in the DCGAN generator.
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        self.project = nn.Linear(latent_dim * (2 if num_classes else 1), widths[0] * self.start**2)
         layers: list[nn.Module] = []
         for i, up in enumerate(plan.g_up):
             layers.append(GeneratorBlock(widths[i], widths[i + 1], up))
@@ -252,14 +279,21 @@ class ResidualSAGenerator(nn.Module):
         layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
         return self.body(self.project(z).view(len(z), -1, self.start, self.start))
 
 
 class ResidualSADiscriminator(nn.Module):
-    """Image -> conv3x3 -> residual blocks with self-attention -> LReLU -> fully connected logit."""
+    """Image -> conv3x3 -> residual blocks with self-attention -> LReLU -> fully connected logit.
 
-    def __init__(self, channels: int, size: int, width: int = 64) -> None:
+    num_classes > 0: a projection discriminator (Miyato & Koyama 2018), logit += <embed(y), sum h>
+    over the last feature map h. spectral: every convolution, linear layer and the embedding
+    spectrally normalised (the D has no normalisation layer to drop)."""
+
+    def __init__(self, channels: int, size: int, width: int = 64, spectral: bool = False,
+                 num_classes: int = 0) -> None:
         super().__init__()
         plan = residual_plan(size, width)
         widths = plan.d_channels
@@ -271,23 +305,34 @@ class ResidualSADiscriminator(nn.Module):
         layers.append(nn.LeakyReLU(0.2))
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * plan.start**2, 1)
+        self.embed = nn.Embedding(num_classes, widths[-1]) if num_classes else None
+        if spectral:
+            for module in list(self.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    spectral_norm(module)
 
-    def forward(self, x):
-        return self.head(self.body(x).flatten(1))  # (B, 1)
+    def forward(self, x, labels=None):
+        h = self.body(x)
+        logit = self.head(h.flatten(1))  # (B, 1)
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1, keepdim=True)
+        return logit
 
 
-def build_daegan_pair(cfg: GANConfig, image_shape: tuple[int, int, int], device: torch.device):
+def build_daegan_pair(cfg: GANConfig, image_shape: tuple[int, int, int], device: torch.device, num_classes: int = 0):
     channels, size, _ = image_shape
-    generator = ResidualSAGenerator(cfg.latent_dim, channels, size, cfg.width).to(device)
-    discriminator = ResidualSADiscriminator(channels, size, cfg.width).to(device)
+    generator = ResidualSAGenerator(cfg.latent_dim, channels, size, cfg.width, num_classes).to(device)
+    discriminator = ResidualSADiscriminator(channels, size, cfg.width, cfg.spectral_norm, num_classes).to(device)
     return generator, discriminator
 
 
 def fit_daegan(
-    cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None
+    cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None,
+    labels: torch.Tensor | None = None, num_classes: int = 0,
 ) -> TrainedGAN:
-    """DAE-GAN: the E-GAN loop with the mixup D loss, the mixture latent and residual/SA nets.
-    The fitness keeps the standard L_D inside F_d (algorithms.md), not the mixup loss."""
+    """DAE-GAN: the E-GAN loop with the mixup D loss (plus LeCam), the mixture latent and
+    residual/SA nets (class-conditional with labels). The fitness keeps the standard L_D inside
+    F_d (algorithms.md), not the mixup loss."""
     return fit_evolutionary(
         cfg,
         images,
@@ -295,6 +340,8 @@ def fit_daegan(
         device=device,
         report=report,
         build=build_daegan_pair,
-        d_loss=mixup_d_loss(cfg.alpha),
+        d_loss=daegan_d_loss(cfg),
         latent=build_latent(cfg, seed, device),
+        labels=labels,
+        num_classes=num_classes,
     )

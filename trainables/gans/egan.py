@@ -27,8 +27,8 @@ from .base import (
     real_batches,
     report_due,
 )
-from .dcgan import adam, build_dcgan_pair, discriminator_loss
-from .efficient import data_efficient
+from .dcgan import DCGANLosses, adam, build_dcgan_pair
+from .efficient import data_efficient, hinge_generator_loss
 
 FD_EPS = 1e-8
 """Inside the log of F_d: a vanishing gradient norm gives a large finite F_d, not +inf (the public
@@ -57,8 +57,10 @@ MUTATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "minimax": minimax_mutation,
     "heuristic": heuristic_mutation,
     "least_squares": least_squares_mutation,
+    "hinge": hinge_generator_loss,
 }
-"""mutation name -> generator loss on fake logits."""
+"""mutation name -> generator loss on fake logits ('hinge': -E[D(G(z))], the generator side of
+the hinge loss, for an evolution whose D is trained with gan.loss 'hinge')."""
 
 
 def parse_mutations(spec: str) -> tuple[str, ...]:
@@ -72,6 +74,15 @@ def parse_mutations(spec: str) -> tuple[str, ...]:
 # --- Fitness ---
 
 
+def side_loss(loss: str, real: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One side of the D loss `loss` ('bce' or 'hinge') on logits: the real images' term or the
+    fakes' term. Both losses are a sum of the two, which lets F_d reuse the real term's gradient."""
+    if loss == "hinge":
+        return (lambda logits: F.relu(1 - logits).mean()) if real else (lambda logits: F.relu(1 + logits).mean())
+    target = 1.0 if real else 0.0
+    return lambda logits: F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
 @dataclass(frozen=True)
 class Fitness:
     total: float
@@ -82,24 +93,26 @@ class Fitness:
     """F_d = -log(||grad_D L_D|| + eps)."""
 
 
-def d_loss_grads(discriminator: nn.Module, images: torch.Tensor, target: float) -> list[torch.Tensor]:
-    """Gradient of E[BCE(D(images), target)] w.r.t. D's parameters; first order only, nothing
-    accumulates in .grad."""
+def d_loss_grads(discriminator: nn.Module, images: torch.Tensor, target: float, *cond: torch.Tensor,
+                 loss: str = "bce") -> list[torch.Tensor]:
+    """Gradient w.r.t. D's parameters of the D loss's real (target 1) or fake (target 0) term on
+    `images` (with their labels for a conditional D); first order only, nothing accumulates in .grad."""
     params = [p for p in discriminator.parameters() if p.requires_grad]
-    logits = discriminator(images)
-    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-    return list(torch.autograd.grad(loss, params))
+    value = side_loss(loss, real=target == 1.0)(discriminator(images, *cond))
+    return list(torch.autograd.grad(value, params))
 
 
 def child_fitness(
-    discriminator: nn.Module, fake: torch.Tensor, real_grads: list[torch.Tensor], gamma: float
+    discriminator: nn.Module, fake: torch.Tensor, real_grads: list[torch.Tensor], gamma: float,
+    *cond: torch.Tensor, loss: str = "bce",
 ) -> Fitness:
-    """Score a child's samples. L_D = -E[log D(x)] - E[log(1 - D(G(z)))] is a sum of a real and a
-    fake term, so its gradient is the real term's (computed once per iteration) plus the fake's."""
+    """Score a child's samples. L_D (BCE: -E[log D(x)] - E[log(1 - D(G(z)))], or hinge) is a sum
+    of a real and a fake term, so its gradient is the real term's (computed once per iteration)
+    plus the fake's."""
     params = [p for p in discriminator.parameters() if p.requires_grad]
-    logits = discriminator(fake.detach())
+    logits = discriminator(fake.detach(), *cond)
     quality = torch.sigmoid(logits.detach()).mean()
-    loss_fake = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+    loss_fake = side_loss(loss, real=False)(logits)
     fake_grads = torch.autograd.grad(loss_fake, params)  # no create_graph: F_d is only a score
     sq_norm = sum((gr + gf).pow(2).sum() for gr, gf in zip(real_grads, fake_grads))
     diversity = -torch.log(sq_norm.sqrt() + FD_EPS)
@@ -209,12 +222,20 @@ class Evolution:
 
 # --- The loop, parametrised by networks, D loss and latent ---
 
-DiscriminatorLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-"""(D, real, fake, rng) -> loss; fake is already detached."""
+DiscriminatorLoss = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+"""(D, real, fake, rng, *labels) -> (loss, D's logits on the real images or None when it did not
+see them); fake is already detached; labels only for a conditional pair."""
 
 
-def standard_d_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng) -> torch.Tensor:
-    return discriminator_loss(discriminator(real), discriminator(fake))
+def standard_d_loss(cfg: GANConfig) -> DiscriminatorLoss:
+    """The DCGAN D loss of `cfg` (BCE or hinge, plus LeCam) on D(real) and D(fake)."""
+    losses = DCGANLosses(cfg)
+
+    def d_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng, *cond: torch.Tensor):
+        real_logits = discriminator(real, *cond)
+        return losses.discriminator(real_logits, discriminator(fake, *cond)), real_logits
+
+    return d_loss
 
 
 def fit_evolutionary(
@@ -227,8 +248,13 @@ def fit_evolutionary(
     build: Callable[[GANConfig, tuple[int, int, int], torch.device], tuple[nn.Module, nn.Module]],
     d_loss: DiscriminatorLoss,
     latent: LatentSampler,
+    labels: torch.Tensor | None = None,
+    num_classes: int = 0,
+    fitness_loss: str = "bce",
 ) -> TrainedGAN:
-    """The E-GAN loop on `images` ((N, C, H, W) in [-1, 1], on `device`)."""
+    """The E-GAN loop on `images` ((N, C, H, W) in [-1, 1], on `device`); with `labels` and
+    num_classes > 0, one class-conditional pair on all of them (fakes get the real batch's labels).
+    `fitness_loss`: the D loss whose gradient norm F_d measures."""
     mutations = parse_mutations(cfg.mutations)
     if cfg.gamma < 0:
         raise ValueError(f"'gan.gamma' must be >= 0, got {cfg.gamma}")
@@ -237,38 +263,52 @@ def fit_evolutionary(
     torch.manual_seed(seed)  # network initialisation
     rng = torch.Generator(device).manual_seed(seed)
     image_shape = tuple(images.shape[1:])
-    generator, discriminator = build(cfg, image_shape, device)
+    conditional = labels is not None and num_classes > 0
+    generator, discriminator = build(cfg, image_shape, device, num_classes) if conditional else build(
+        cfg, image_shape, device)
     opt_g, opt_d = adam(generator.parameters(), cfg), adam(discriminator.parameters(), cfg)
     evolution = Evolution(generator, opt_g)
     # DiffAugment on what D sees in the D step and in the mutations' G losses; the fitness keeps
     # the plain D, so selection compares children on un-augmented evidence.
-    trained_d, _, ema = data_efficient(cfg, generator, discriminator, rng)
-    batches = real_batches(images, cfg.batch_size, rng)
+    trained_d, ada, ema = data_efficient(cfg, generator, discriminator, rng)
+    batches = real_batches(images, cfg.batch_size, rng, labels if conditional else None)
+
+    def next_real() -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """A real batch and the labels a conditional pair is called with (() otherwise)."""
+        if not conditional:
+            return next(batches), ()
+        x, y = next(batches)
+        return x, (y,)
+
     means = RunningMeans()
     generator.train(), discriminator.train()
     for step in range(1, cfg.steps + 1):
         # --- Discriminator step(s) against the parent ---
         for _ in range(cfg.d_steps):
-            real = next(batches)
-            fake = generator(latent(len(real), rng, device))  # the last one's graph feeds the mutations
-            loss_d = d_loss(trained_d, real, fake.detach(), rng)
+            real, cond = next_real()
+            fake = generator(latent(len(real), rng, device), *cond)  # the last one's graph feeds the mutations
+            loss_d, real_logits = d_loss(trained_d, real, fake.detach(), rng, *cond)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
+            if ada is not None:  # ADA's p follows D's confidence on the real images it trained on
+                ada.observe(real_logits)
+                trained_d.p = ada.update(len(real))
         # --- Mutate, score, select ---
         # Every child is scored on the same fresh batch (common random numbers), so selection
         # compares mutations, not noise draws.
-        eval_real = next(batches)
+        eval_real, eval_cond = next_real()
         eval_z = latent(len(eval_real), rng, device)
-        real_grads = d_loss_grads(discriminator, eval_real, 1.0)
+        real_grads = d_loss_grads(discriminator, eval_real, 1.0, *eval_cond, loss=fitness_loss)
 
         # score is called within this iteration (evolution.step), so binding the loop's values late is right.
         def score(child: nn.Module) -> Fitness:
             with torch.no_grad():
-                child_fake = child(eval_z)  # noqa: B023
-            return child_fitness(discriminator, child_fake, real_grads, cfg.gamma)  # noqa: B023
+                child_fake = child(eval_z, *eval_cond)  # noqa: B023
+            return child_fitness(discriminator, child_fake, real_grads, cfg.gamma, *eval_cond,  # noqa: B023
+                                 loss=fitness_loss)
 
-        fake_logits = trained_d(fake)
+        fake_logits = trained_d(fake, *cond)
         chosen = evolution.step({n: MUTATIONS[n](fake_logits) for n in mutations}, score)
         if ema is not None:
             ema.update(generator)
@@ -282,17 +322,23 @@ def fit_evolutionary(
         )
         if report_due(step, cfg):
             flushed = means.flush(step)
+            if ada is not None:
+                means.history.setdefault("ada_p", []).append(ada.p)
             if report:
                 report(step, flushed)
     return TrainedGAN(
-        cfg, ema.model if ema is not None else generator, discriminator, latent, image_shape, means.history
+        cfg, ema.model if ema is not None else generator, discriminator, latent, image_shape, means.history,
+        num_classes=num_classes if conditional else 0,
     )
 
 
 def fit_egan(
-    cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None
+    cfg: GANConfig, images: torch.Tensor, *, seed: int, device: torch.device, report: Report | None = None,
+    labels: torch.Tensor | None = None, num_classes: int = 0,
 ) -> TrainedGAN:
-    """E-GAN as published: DCGAN networks, the standard D loss, z ~ N(0, I)."""
+    """E-GAN as published: DCGAN networks, the standard D loss, z ~ N(0, I); with gan.loss,
+    gan.lecam and gan.conditional, the DCGAN loop's hinge / LeCam D loss and class-conditional
+    pair (F_d then measures the gradient of the D loss trained)."""
     return fit_evolutionary(
         cfg,
         images,
@@ -300,6 +346,9 @@ def fit_egan(
         device=device,
         report=report,
         build=build_dcgan_pair,
-        d_loss=standard_d_loss,
+        d_loss=standard_d_loss(cfg),
         latent=normal_latent(cfg.latent_dim),
+        labels=labels,
+        num_classes=num_classes,
+        fitness_loss=cfg.loss,
     )

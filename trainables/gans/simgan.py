@@ -5,6 +5,11 @@ any generator's synthetic images against real ones.
 Loss convention: D's per-location 2-way softmax has class 1 = real, class 0 = refined.
 L_D = CE(D(real), 1) + CE(D(refined), 0); L_R = CE(D(R(x)), 1) + lambda * mean|R(x) - x|,
 all means over batch and locations (the paper's sums, divided by a constant).
+
+The data-efficient options of the GAN families apply here too (refiner.diffaugment, ada_target,
+spectral_norm, loss, lecam, ema). The hinge loss and LeCam work on each location's realness score
+s = logit_real - logit_refined (CE(D, real) = softplus(-s), so 'bce' is the paper's loss). There
+is no refiner.conditional: a refiner is trained per class, on that class's images.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Report, RunningMeans, real_batches
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .base import CombinationError, Report, RunningMeans, real_batches
+from .efficient import LeCam, data_efficient, parse_policy
 
 REAL, REFINED = 1, 0
 
@@ -44,6 +52,31 @@ class RefinerConfig:
     """Refiner feature maps (paper: 64); the discriminator uses 1.5x, 1x and 0.5x of it."""
     log_every: int = 50
     """Report the running losses every this many updates of each phase."""
+    diffaugment: str = ""
+    """DiffAugment ops applied to every image the local D sees, real and refined, in the D and the
+    refiner step (as gan.diffaugment); '' = off."""
+    ada_target: float = 0.0
+    """ADA target for the DiffAugment probability (as gan.ada_target; r_t over D's per-location
+    scores on real images); 0 = fixed p = 1."""
+    spectral_norm: bool = False
+    """Spectral normalisation on every convolution of the local discriminator."""
+    loss: str = "bce"
+    """'bce' (the paper's per-location cross-entropy) or 'hinge' on the per-location score."""
+    lecam: float = 0.0
+    """Weight of LeCam regularisation on the per-location scores in the D loss; 0 = off."""
+    ema: float = 0.0
+    """Decay of an EMA of the refiner's weights, used to refine; 0 = the last refiner."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("bce", "hinge"):
+            raise ValueError(f"'refiner.loss' must be 'bce' or 'hinge', got {self.loss!r}")
+        if self.ada_target > 0 and not self.diffaugment:
+            raise CombinationError(
+                "'refiner.ada_target' adapts the DiffAugment probability: set 'refiner.diffaugment' too")
+        try:
+            parse_policy(self.diffaugment)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("gan.diffaugment", "refiner.diffaugment")) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,9 +120,9 @@ class Refiner(nn.Module):
 class LocalDiscriminator(nn.Module):
     """conv3x3 s2 -> conv3x3 s2 -> max-pool 3x3 s1 -> 2 residual blocks -> conv1x1 -> conv1x1:
     2-way logits per location, (B, 2, H/4, W/4) rounded up; fully convolutional, so each output
-    judges one local patch."""
+    judges one local patch. spectral: every convolution spectrally normalised."""
 
-    def __init__(self, channels: int, width: int = 64) -> None:
+    def __init__(self, channels: int, width: int = 64, spectral: bool = False) -> None:
         super().__init__()
         wide, mid, narrow = width * 3 // 2, width, max(width // 2, 1)
         self.body = nn.Sequential(
@@ -104,9 +137,18 @@ class LocalDiscriminator(nn.Module):
             nn.PReLU(narrow),
             nn.Conv2d(narrow, 2, 1),
         )
+        if spectral:
+            for module in list(self.modules()):
+                if isinstance(module, nn.Conv2d):
+                    spectral_norm(module)
 
     def forward(self, x):
         return self.body(x)
+
+
+def realness(logits: torch.Tensor) -> torch.Tensor:
+    """Per-location score s = logit_real - logit_refined (B, h, w): CE(., real) = softplus(-s)."""
+    return logits[:, REAL] - logits[:, REFINED]
 
 
 def local_ce(logits: torch.Tensor, label: int) -> torch.Tensor:
@@ -182,11 +224,19 @@ class TrainedRefiner:
         }
 
 
-def refiner_loss(d_logits: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor, lambda_reg: float):
-    """(total, adversarial, L1): CE towards 'real' plus lambda * mean |R(x) - x|."""
-    adversarial = local_ce(d_logits, REAL)
+def refiner_loss(d_logits: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor, lambda_reg: float,
+                 loss: str = "bce"):
+    """(total, adversarial, L1): CE towards 'real' (hinge: -E[s]) plus lambda * mean |R(x) - x|."""
+    adversarial = local_ce(d_logits, REAL) if loss == "bce" else -realness(d_logits).mean()
     l1 = (refined - synthetic).abs().mean()
     return adversarial + lambda_reg * l1, adversarial, l1
+
+
+def local_d_loss(real_logits: torch.Tensor, refined_logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """CE(D(real), real) + CE(D(refined), refined), or the hinge loss on the per-location scores."""
+    if loss == "bce":
+        return local_ce(real_logits, REAL) + local_ce(refined_logits, REFINED)
+    return F.relu(1 - realness(real_logits)).mean() + F.relu(1 + realness(refined_logits)).mean()
 
 
 def fit_refiner(
@@ -210,9 +260,11 @@ def fit_refiner(
     rng = torch.Generator(device).manual_seed(seed)
     channels = synthetic.shape[1]
     refiner = Refiner(channels, cfg.width).to(device)
-    discriminator = LocalDiscriminator(channels, cfg.width).to(device)
+    discriminator = LocalDiscriminator(channels, cfg.width, cfg.spectral_norm).to(device)
     opt_r = torch.optim.Adam(refiner.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr)
+    trained_d, ada, ema = data_efficient(cfg, refiner, discriminator, rng)  # D(T(x)), ADA's p, EMA of R
+    lecam = LeCam() if cfg.lecam > 0 else None
     synth_batches = real_batches(synthetic, cfg.batch_size, rng)
     real_batches_ = real_batches(real, cfg.batch_size, rng)
     history = ImageHistory(cfg.buffer_size, tuple(synthetic.shape[1:]), device, rng)
@@ -228,19 +280,28 @@ def fit_refiner(
         x = next(synth_batches)
         refined = refiner(x)
         if adversarial:
-            loss, adv, l1 = refiner_loss(discriminator(refined), refined, x, cfg.lambda_reg)
+            loss, adv, l1 = refiner_loss(trained_d(refined), refined, x, cfg.lambda_reg, cfg.loss)
             logged = {"loss_r": loss, "loss_r_adv": adv, "loss_r_l1": l1}
         else:
             loss = (refined - x).abs().mean()
             logged = {"pretrain_r_l1": loss}
         update(opt_r, loss)
+        if ema is not None:
+            ema.update(refiner)
         return {k: v.detach() for k, v in logged.items()}
 
     def discriminator_step(name: str) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             refined = history.mix(refiner(next(synth_batches)))
-        loss = local_ce(discriminator(next(real_batches_)), REAL) + local_ce(discriminator(refined), REFINED)
+        real = next(real_batches_)
+        real_logits, refined_logits = trained_d(real), trained_d(refined)
+        loss = local_d_loss(real_logits, refined_logits, cfg.loss)
+        if lecam is not None:
+            loss = loss + cfg.lecam * lecam(realness(real_logits), realness(refined_logits))
         update(opt_d, loss)
+        if ada is not None:  # p follows the sign of D's scores on the real patches
+            ada.observe(realness(real_logits))
+            trained_d.p = ada.update(len(real))
         return {name: loss.detach()}
 
     def tick(phase_step: int, phase_steps: int, **logged: torch.Tensor) -> None:
@@ -264,4 +325,6 @@ def fit_refiner(
         first, second = refiner_step(adversarial=True), refiner_step(adversarial=True)
         both = {k: (first[k] + second[k]) / 2 for k in first}
         tick(i, cfg.steps, **both, **discriminator_step("loss_d"))
-    return TrainedRefiner(cfg, refiner, discriminator, means.history)
+    if ada is not None:
+        means.history["ada_p"] = [ada.p]
+    return TrainedRefiner(cfg, ema.model if ema is not None else refiner, discriminator, means.history)

@@ -222,10 +222,17 @@ def test_evolutionary_families_take_diffaugment_and_the_ema_generator(family):
     assert all(not p.requires_grad for p in a.generator.parameters())
 
 
-@pytest.mark.parametrize("key,value", [("conditional", True), ("loss", "hinge"), ("lecam", 0.3)])
-def test_dcgan_only_options_are_refused_for_other_families_naming_the_key(key, value):
-    with pytest.raises(ValueError, match=f"gan.{key}"):
-        GANConfig(family="egan", **{key: value})
+@pytest.mark.parametrize("family", ["egan", "daegan"])
+@pytest.mark.parametrize("key,value", [("conditional", True), ("lecam", 0.3), ("spectral_norm", True), ("ema", 0.9)])
+def test_every_family_takes_the_data_efficient_options(family, key, value):
+    assert getattr(GANConfig(family=family, **{key: value}), key) == value
+    GANConfig(family=family, diffaugment="translation", ada_target=0.6)
+
+
+def test_hinge_is_refused_for_the_mixup_discriminator_with_the_reason():
+    assert GANConfig(family="egan", loss="hinge").loss == "hinge"
+    with pytest.raises(ValueError, match="'gan.loss' 'hinge' has no meaning for gan.family 'daegan'.*soft target"):
+        GANConfig(family="daegan", loss="hinge")
 
 
 def test_conditional_gan_round_trips_through_the_generator_checkpoint(tmp_path):
