@@ -38,7 +38,7 @@ def test_recipe_smoke_search_then_smoke_study(tmp_path):
     experiment = client.get_experiment_by_name("recipe")
     run = client.search_runs([experiment.experiment_id], "tags.`gantune.role` = 'evaluation'")[0]
     m = run.data.metrics
-    assert m["frac_0.5_train_images"] == 273 and m["frac_1_train_images"] == 546  # half of each class, rounded up
+    assert m["frac_0.5_train_images"] == 274 and m["frac_1_train_images"] == 546  # half of each class, rounded up
     with np.load(client.download_artifacts(run.info.run_id, "predictions.npz", str(tmp_path))) as npz:
         labels = npz["labels"]
         for f in ("0.5", "1"):
