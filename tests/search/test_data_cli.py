@@ -64,7 +64,10 @@ def test_smoke_search_on_an_mha_tree_skipping_a_bad_file(mha_tree, tmp_path):
         [sys.executable, "-m", "gantune.search.cli", "search", str(ROOT / "spaces" / "demo.yaml"),
          "--smoke-test", "--data", str(mha_tree), "--skip-bad", "--experiment", "tree", "--quiet"],
         cwd=tmp_path, capture_output=True, text=True, timeout=540,
-        env={**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")},
+        # Without MLFLOW_TRACKING_URI (an earlier test's mlflow.set_tracking_uri exports it): the
+        # search must write the default ./mlflow.db that this test reads.
+        env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+             "GANTUNE_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
