@@ -827,8 +827,8 @@ def evaluate(tracking_uri: str, experiment: str, split: str = "test", seeds: int
 def set_threads(cpus: int | None) -> int:
     """torch's intra-op threads for the refits: --cpus, else the CPUs this process may use. The
     Ray trainable sets the same from cpus_per_trial; without it torch starts one thread per core
-    whatever else runs there (measured: one refit 239 s with the default on a loaded 2-core
-    machine, 30 s with one thread)."""
+    whatever else runs there (benchmarks/refit_threads.py: one refit 90.5 s with 2 threads, 19.8 s
+    with 1, on this 2-core machine under load)."""
     import os
 
     threads = cpus or len(os.sched_getaffinity(0))
